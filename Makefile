@@ -1,0 +1,66 @@
+# lua-prefect. `make test` and `make demo` do all the set-up on a fresh Debian 12 machine.
+# LUA=lua5.4 (default) or LUA=luajit picks the flavour that `build`, `spec` and `demo` use.
+
+LUA      ?= lua5.4
+VERSION  := scm-1
+BUILD    := build/$(LUA)
+MODULE   := $(BUILD)/prefect/core.so
+SOURCES  := $(wildcard csrc/*.c)
+HEADERS  := $(wildcard csrc/*.h)
+
+ifeq ($(LUA),luajit)
+LUA_PC   := luajit
+else
+LUA_PC   := $(LUA)
+endif
+
+CC       ?= cc
+OPT      ?= -O2
+CFLAGS   ?= $(OPT) -g
+WARN     := -std=c99 -Wall -Wextra -Werror -Werror=implicit-function-declaration -pedantic
+DEFS     := -D_POSIX_C_SOURCE=200809L -DPREFECT_VERSION='"$(VERSION)"'
+LUA_INC   = $(shell pkg-config --cflags $(LUA_PC))
+CURL_INC  = $(shell pkg-config --cflags libcurl)
+CURL_LIB  = $(shell pkg-config --libs libcurl)
+
+export LUA_PATH  := $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/support/?.lua;;
+export LUA_CPATH := $(CURDIR)/$(BUILD)/?.so;;
+
+.PHONY: all build build-all deps test spec lint demo clean rock
+
+all: build
+
+deps:
+	@tools/deps.sh
+
+build: $(MODULE)
+
+$(MODULE): $(SOURCES) $(HEADERS) Makefile
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(WARN) $(DEFS) -fPIC -shared $(LUA_INC) $(CURL_INC) \
+		-o $@ $(SOURCES) $(CURL_LIB) -lpthread
+
+build-all:
+	@$(MAKE) --no-print-directory build LUA=lua5.4
+	@$(MAKE) --no-print-directory build LUA=luajit
+
+lint:
+	luacheck -q --no-color lua spec examples bench bin/prefect-test-server
+	clang-format --dry-run -Werror csrc/*.c csrc/*.h
+
+# The busted specs under one flavour (LUA=...), without the set-up.
+spec: build
+	@tools/test.sh $(LUA)
+
+test: deps build-all lint
+	@tools/test.sh lua5.4 luajit
+
+demo: deps build
+	@LUA=$(LUA) tools/demo.sh
+
+# Installs the rock into a private tree, as a user's `luarocks make` would.
+rock: deps
+	tools/rock.sh $(LUA)
+
+clean:
+	rm -rf build

@@ -1,0 +1,74 @@
+rockspec_format = "3.0"
+package = "lua-prefect"
+version = "scm-1"
+
+source = {
+   url = "git+https://github.com/lua-prefect/lua-prefect.git",
+}
+
+description = {
+   summary = "Read Prefect task runs from Lua: a filter DSL, a paging client and a streaming C decoder",
+   detailed = [[
+lua-prefect queries Prefect's POST /api/task_runs/filter from Lua 5.4 and LuaJIT
+(OpenResty included). A C core on libcurl streams each page through a JSON
+decoder that builds task runs straight into Lua tables; a thin Lua layer
+compiles friendly queries to Prefect's exact request body and pages through
+any number of results with flat memory.
+]],
+   license = "MIT",
+   labels = { "prefect", "http", "json", "openresty" },
+}
+
+dependencies = {
+   "lua >= 5.1",
+   "lua-cjson",
+   -- The bundled test server (prefect.testing.*, bin/prefect-test-server) also
+   -- needs luasocket and lua-zlib, and luasec for its optional TLS.
+}
+
+external_dependencies = {
+   CURL = { header = "curl/curl.h", library = "curl" },
+}
+
+build = {
+   type = "builtin",
+   modules = {
+      ["prefect.core"] = {
+         sources = { "csrc/core.c", "csrc/decode.c", "csrc/decode_time.c", "csrc/http_error.c", "csrc/http_request.c", "csrc/http_session.c", "csrc/http_transfer.c" },
+         defines = { "_POSIX_C_SOURCE=200809L", 'PREFECT_VERSION="scm-1"' },
+         incdirs = { "$(CURL_INCDIR)" },
+         libdirs = { "$(CURL_LIBDIR)" },
+         libraries = { "curl", "pthread" },
+      },
+      ["prefect.client"] = "lua/prefect/client.lua",
+      ["prefect.errors"] = "lua/prefect/errors.lua",
+      ["prefect.filter"] = "lua/prefect/filter.lua",
+      ["prefect.filter.encode"] = "lua/prefect/filter/encode.lua",
+      ["prefect.filter.fail"] = "lua/prefect/filter/fail.lua",
+      ["prefect.filter.friendly"] = "lua/prefect/filter/friendly.lua",
+      ["prefect.filter.merge"] = "lua/prefect/filter/merge.lua",
+      ["prefect.filter.raw"] = "lua/prefect/filter/raw.lua",
+      ["prefect.filter.schema"] = "lua/prefect/filter/schema.lua",
+      ["prefect.filter.suggest"] = "lua/prefect/filter/suggest.lua",
+      ["prefect.filter.time"] = "lua/prefect/filter/time.lua",
+      ["prefect.filter.values"] = "lua/prefect/filter/values.lua",
+      ["prefect"] = "lua/prefect/init.lua",
+      ["prefect.pager"] = "lua/prefect/pager.lua",
+      ["prefect.retry"] = "lua/prefect/retry.lua",
+      ["prefect.testing.api"] = "lua/prefect/testing/api.lua",
+      ["prefect.testing.conn"] = "lua/prefect/testing/conn.lua",
+      ["prefect.testing.dataset"] = "lua/prefect/testing/dataset.lua",
+      ["prefect.testing.faults"] = "lua/prefect/testing/faults.lua",
+      ["prefect.testing.gzip"] = "lua/prefect/testing/gzip.lua",
+      ["prefect.testing.http"] = "lua/prefect/testing/http.lua",
+      ["prefect.testing.loop"] = "lua/prefect/testing/loop.lua",
+      ["prefect.testing.query"] = "lua/prefect/testing/query.lua",
+      ["prefect.testing.server"] = "lua/prefect/testing/server.lua",
+      ["prefect.transport.curl"] = "lua/prefect/transport/curl.lua",
+      ["prefect.transport.ngx"] = "lua/prefect/transport/ngx.lua",
+      ["prefect.transport.ngx_http"] = "lua/prefect/transport/ngx_http.lua",
+   },
+   install = {
+      bin = { ["prefect-test-server"] = "bin/prefect-test-server" },
+   },
+}
