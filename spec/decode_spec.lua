@@ -1,0 +1,835 @@
+-- The streaming JSON decoder of prefect.core: values, options, limits, errors with their byte
+-- offsets, feeding at any split point, and agreement with lua-cjson on every valid input we have.
+local core = require("prefect.core")
+local cjson = require("cjson")
+local dataset = require("prefect.testing.dataset")
+
+local has_integers = math.type ~= nil
+-- Under valgrind (tools/valgrind.sh) the exhaustive loops take a stride instead of every step.
+local stride = os.getenv("PREFECT_UNDER_VALGRIND") and 7 or 1
+
+local function read(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+-- Deep equality that also tells integers from floats (Lua 5.3+), -0.0 from 0.0 and metatables.
+local function same(a, b, strict_numbers)
+  if type(a) ~= type(b) then
+    return false
+  end
+  if type(a) == "number" then
+    if strict_numbers and has_integers and math.type(a) ~= math.type(b) then
+      return false
+    end
+    if a ~= a then
+      return b ~= b
+    end
+    return a == b and (a ~= 0 or 1 / a == 1 / b)
+  end
+  if type(a) ~= "table" then
+    return a == b
+  end
+  if getmetatable(a) ~= getmetatable(b) then
+    return false
+  end
+  for k, v in pairs(a) do
+    if not same(v, b[k], strict_numbers) then
+      return false
+    end
+  end
+  for k in pairs(b) do
+    if a[k] == nil then
+      return false
+    end
+  end
+  return true
+end
+
+-- Feeds the pieces, then finishes; returns the elements handed out and the error, if any.
+local function stream(pieces, opts, drain_each)
+  local d = core.decoder(opts)
+  local got = {}
+  local function drain()
+    while true do
+      local v, err, off = d:next()
+      if v == nil then
+        return err, off
+      end
+      got[#got + 1] = v
+    end
+  end
+  for _, piece in ipairs(pieces) do
+    local ok, err, off = d:feed(piece)
+    if not ok then
+      drain()
+      return got, err, off, d
+    end
+    if drain_each then
+      local err2, off2 = drain()
+      if err2 then
+        return got, err2, off2, d
+      end
+    end
+  end
+  local ok, err, off = d:finish()
+  local err2, off2 = drain()
+  if not ok then
+    return got, err, off, d
+  end
+  return got, err2, off2, d
+end
+
+local function generated_page(n, seed)
+  local ds = dataset.generate({ n = n, seed = seed, shape = 3 })
+  local parts = {}
+  for i = 1, n do
+    parts[i] = dataset.json.encode(ds.task_runs[i])
+  end
+  return "[" .. table.concat(parts, ",") .. "]"
+end
+
+local fixture = read("spec/fixtures/dataset-2.19.9.json")
+local exchanges = read("spec/fixtures/exchanges-2.19.9.json")
+-- The fixture's task runs as one compact page, as a server sends them.
+local fixture_page = cjson.encode(cjson.decode(fixture).task_runs)
+
+local function expect_error(s, message, offset, opts)
+  local v, err, off = core.decode(s, opts)
+  assert.is_nil(v)
+  assert.is_string(err)
+  assert.matches(message, err, 1, true)
+  assert.matches("at byte " .. offset, err, 1, true)
+  assert.equals(offset, off)
+  return err
+end
+
+describe("prefect.core.decode", function()
+  describe("values", function()
+    it("decodes every JSON type", function()
+      local v = core.decode('{"s":"x","t":true,"f":false,"n":1,"a":[1,"2",[3]],"o":{"k":{}}}')
+      assert.same({ s = "x", t = true, f = false, n = 1, a = { 1, "2", { 3 } }, o = { k = {} } }, v)
+    end)
+
+    it("decodes top-level scalars", function()
+      assert.equals(42, core.decode("42"))
+      assert.equals("text", core.decode(' "text" '))
+      assert.equals(true, core.decode("true"))
+      assert.equals(false, core.decode("false"))
+      assert.equals(core.null, core.decode("null"))
+    end)
+
+    it("keeps empty arrays and objects, and marks arrays with array_mt", function()
+      local mt = {}
+      local v = core.decode('{"a":[],"o":{},"n":[[],{}]}', { array_mt = mt })
+      assert.equals(mt, getmetatable(v.a))
+      assert.is_nil(getmetatable(v.o))
+      assert.is_nil(getmetatable(v))
+      assert.equals(mt, getmetatable(v.n))
+      assert.equals(mt, getmetatable(v.n[1]))
+      assert.is_nil(getmetatable(v.n[2]))
+      assert.equals(0, #v.a)
+      assert.is_nil(next(v.o))
+      assert.is_nil(getmetatable(core.decode("[]")))
+    end)
+
+    it("lets the last of duplicate keys win, null included", function()
+      assert.same({ a = 3, b = 2 }, core.decode('{"a":1,"b":2,"a":3}'))
+      assert.same({ b = 2 }, core.decode('{"a":1,"b":2,"a":null}'))
+      assert.same({ a = 1 }, core.decode('{"a":null,"a":1}'))
+      assert.same({ state = { id = 2 } }, core.decode('{"id":1,"state":{"id":2},"id":null}'))
+      local long = string.rep("k", 60)
+      assert.same({}, core.decode('{"' .. long .. '":1,"' .. long .. '":null}'))
+      assert.same({ a = false }, core.decode('{"a":1,"a":null}', { null = false }))
+      local got = stream({ '[{"a":1,"a":null},{"a":2}]' })
+      assert.same({ {}, { a = 2 } }, got)
+    end)
+
+    it("accepts whitespace everywhere JSON allows it", function()
+      assert.same({ a = { 1, 2 } }, core.decode(' \t\r\n{ "a" :\n[ 1 ,\t2 ] } \n'))
+    end)
+  end)
+
+  describe("numbers", function()
+    it("keeps 64-bit integer literals as integers and the rest as floats", function()
+      local v = core.decode("[0,-1,9223372036854775807,-9223372036854775808,9223372036854775808," ..
+        "12345678901234567890,1.0,1e2,-0]")
+      if has_integers then
+        assert.equals("integer", math.type(v[1]))
+        assert.equals("integer", math.type(v[2]))
+        assert.equals(math.maxinteger, v[3])
+        assert.equals("integer", math.type(v[3]))
+        assert.equals(math.mininteger, v[4])
+        assert.equals("integer", math.type(v[4]))
+        assert.equals("float", math.type(v[5]))
+        assert.equals(9223372036854775808.0, v[5])
+        assert.equals("float", math.type(v[6]))
+        assert.equals("float", math.type(v[7]))
+        assert.equals("float", math.type(v[8]))
+      else
+        assert.equals(9223372036854775807, v[3])
+        assert.equals(-9223372036854775808, v[4])
+      end
+      assert.equals(1.2345678901234567e19, v[6])
+      assert.equals(100, v[8])
+      assert.equals(0, v[9])
+      assert.equals(-math.huge, 1 / v[9]) -- -0 is the float -0.0
+      if has_integers then
+        assert.equals("float", math.type(v[9]))
+      end
+    end)
+
+    it("rounds decimal literals exactly like the C library", function()
+      local cases = { "0.1", "0.3", "1.7976931348623157e308", "2.2250738585072014e-308", "5e-324",
+        "4.9406564584124654e-324", "1e400", "-1e400", "1e-400", "123456789012345678901234567890",
+        "0.000001", "3.141592653589793238462643383279", "9007199254740993", "9007199254740993.0",
+        "1e22", "1e23", "8.98846567431158e307", "2.5E-3", "1E+2", "-0.0", "0e10", "12.583104" }
+      for _, s in ipairs(cases) do
+        local v = core.decode(s)
+        local want = tonumber(s)
+        if has_integers and math.type(v) == "integer" then
+          assert.equals(want, v, s)
+        else
+          assert.equals(string.format("%.17g", want), string.format("%.17g", v), s)
+        end
+      end
+    end)
+
+    it("reads very long mantissas and exponents", function()
+      assert.equals(1, core.decode("0." .. string.rep("0", 100000) .. "1e100001"))
+      assert.equals(1, core.decode("0." .. string.rep("0", 999999) .. "1e1000000"))
+      assert.equals(1e300, core.decode("1" .. string.rep("0", 300)))
+      assert.equals(math.huge, core.decode("1e99999999999999999999"))
+      assert.equals(0, core.decode("1e-99999999999999999999"))
+      assert.equals(-math.huge, 1 / core.decode("-1e-99999999999999999999"))
+    end)
+
+    it("rounds random decimals exactly (fast path and fallback agree with tonumber)", function()
+      local x = 12345
+      local function rnd(n)
+        x = (x * 16807) % 2147483647
+        return x % n
+      end
+      for _ = 1, 3000 do
+        local digits = {}
+        for k = 1, rnd(20) + 1 do
+          digits[k] = tostring(rnd(10))
+        end
+        local int = table.concat(digits):gsub("^0+(%d)", "%1")
+        local s = int .. "." .. tostring(rnd(1000000)) .. "e" .. tostring(rnd(60) - 30)
+        if rnd(2) == 0 then
+          s = "-" .. s
+        end
+        local v = core.decode(s)
+        assert.equals(string.format("%.17g", tonumber(s)), string.format("%.17g", v), s)
+      end
+    end)
+
+    it("does not depend on the C locale's decimal point", function()
+      -- A comma-decimal locale, built for this test, in a child interpreter that switches to it.
+      local dir = os.tmpname()
+      os.remove(dir)
+      assert.is_true(os.execute("mkdir -p " .. dir .. " && localedef -i de_DE -f UTF-8 " .. dir ..
+        "/de_DE.UTF-8 >/dev/null 2>&1") ~= false)
+      local child = [[
+        assert(os.setlocale("de_DE.UTF-8", "numeric"), "no locale")
+        local core = require("prefect.core")
+        assert(core.decode("1.25") == 5 / 4)
+        assert(core.decode("3.14159265358979323846264338327950288") == math.pi)
+        assert(core.decode("[0.1]")[1] * 10 == 1)
+        assert(core.decode("2.5e-1") == 1 / 4)
+        print("decoded")
+      ]]
+      local lua = os.getenv("PREFECT_TEST_LUA") or "lua5.4"
+      local p = io.popen("LOCPATH=" .. dir .. " " .. lua .. " -e '" .. child .. "' 2>&1")
+      local out = p:read("*a")
+      p:close()
+      os.execute("rm -rf " .. dir)
+      assert.equals("decoded\n", out)
+    end)
+  end)
+
+  describe("strings", function()
+    it("decodes every escape", function()
+      assert.equals('"\\/\b\f\n\r\t', core.decode('"\\"\\\\\\/\\b\\f\\n\\r\\t"'))
+      assert.equals("A\195\169\226\130\172", core.decode('"\\u0041\\u00e9\\u20AC"'))
+      assert.equals("\0", core.decode('"\\u0000"'))
+    end)
+
+    it("joins surrogate pairs into UTF-8", function()
+      assert.equals("\240\159\152\128", core.decode('"\\ud83d\\ude00"'))
+      assert.equals("\244\143\191\191", core.decode('"\\udbff\\udfff"'))
+    end)
+
+    it("passes valid UTF-8 through", function()
+      local s = "h\195\169llo \226\130\172 \240\159\152\128 \239\191\191"
+      assert.equals(s, core.decode('"' .. s .. '"'))
+    end)
+
+    it("decodes escaped keys", function()
+      assert.same({ ["a\nb"] = 1, ["\195\169"] = 2 }, core.decode('{"a\\nb":1,"\\u00e9":2}'))
+    end)
+  end)
+
+  describe("errors", function()
+    it("name the problem, the 1-based byte and an excerpt", function()
+      local err = expect_error('{"a":1,}', "expected an object key", 8)
+      assert.matches("near '}'", err, 1, true)
+      expect_error('{"a" 1}', "expected ':'", 6)
+      expect_error('{"a":1 "b"}', "expected ',' or '}'", 8)
+      expect_error("[1 2]", "expected ',' or ']'", 4)
+      expect_error("[1,]", "unexpected character", 4)
+      expect_error("[@]", "unexpected character", 2)
+      expect_error("{1:2}", "expected an object key", 2)
+    end)
+
+    it("reject raw control characters in strings", function()
+      expect_error('["a\nb"]', "control character in string", 4)
+      expect_error('["\0"]', "control character in string", 3)
+    end)
+
+    it("reject invalid UTF-8", function()
+      expect_error('["\192\128"]', "invalid UTF-8", 3) -- overlong lead byte
+      expect_error('["\224\128\128"]', "invalid UTF-8", 4) -- overlong 3-byte form
+      expect_error('["\237\160\128"]', "invalid UTF-8", 4) -- encoded surrogate
+      expect_error('["\244\144\128\128"]', "invalid UTF-8", 4) -- above U+10FFFF
+      expect_error('["\245"]', "invalid UTF-8", 3)
+      expect_error('["\195"]', "invalid UTF-8", 4) -- truncated sequence
+      expect_error('["\128"]', "invalid UTF-8", 3) -- lone continuation byte
+    end)
+
+    it("reject bad escapes and lone surrogates", function()
+      expect_error('["\\x"]', "invalid escape", 4)
+      expect_error('["\\u12g4"]', "invalid \\u escape", 7)
+      expect_error('["ab\\ud800"]', "lone surrogate", 5)
+      expect_error('["\\ud800\\u0041"]', "lone surrogate", 3)
+      expect_error('["\\udc00"]', "lone surrogate", 3)
+      expect_error('["\\ud800x"]', "lone surrogate", 3)
+    end)
+
+    it("reject malformed numbers and literals", function()
+      expect_error("[01]", "leading zero", 3)
+      expect_error("[-]", "invalid number", 3)
+      expect_error("[1.]", "invalid number", 4)
+      expect_error("[1e]", "invalid number", 4)
+      expect_error("[1e+]", "invalid number", 5)
+      expect_error("[.5]", "unexpected character", 2)
+      expect_error("[+1]", "unexpected character", 2)
+      expect_error("[tru]", "invalid literal", 5)
+      expect_error("[nul", "unexpected end of input", 5)
+      expect_error("[NaN]", "unexpected character", 2)
+    end)
+
+    it("reject trailing data and truncated or empty input", function()
+      expect_error("[1] x", "unexpected data after the end of the document", 5)
+      expect_error("1 2", "unexpected data after the end of the document", 3)
+      expect_error("", "unexpected end of input", 1)
+      expect_error("   ", "unexpected end of input", 4)
+      expect_error('{"a":', "unexpected end of input", 6)
+      expect_error('"abc', "unexpected end of input", 5)
+    end)
+
+    it("fail at every truncation of a real page, at the end of what was given", function()
+      local runs = cjson.decode(fixture).task_runs
+      local s = cjson.encode({ runs[1], runs[2], runs[3] })
+      for i = 0, #s - 1, stride do
+        local v, err, off = core.decode(s:sub(1, i))
+        assert.is_nil(v)
+        assert.equals(i + 1, off)
+        assert.matches("unexpected end of input", err, 1, true)
+      end
+    end)
+  end)
+
+  describe("limits", function()
+    it("max_depth: 1000 levels by default, each a clean error beyond", function()
+      local deep = string.rep("[", 1000) .. string.rep("]", 1000)
+      assert.is_table(core.decode(deep))
+      local deeper = string.rep("[", 1001) .. string.rep("]", 1001)
+      expect_error(deeper, "nesting deeper than max_depth (1000)", 1001)
+      local objects = string.rep('{"a":', 1000) .. "1" .. string.rep("}", 1000)
+      local v = core.decode(objects)
+      for _ = 1, 999 do
+        v = v.a
+      end
+      assert.same({ a = 1 }, v)
+      local most = string.rep('{"a":[', 1000) .. string.rep("]}", 1000)
+      assert.is_table(core.decode(most, { max_depth = 2000 }))
+      assert.is_table((stream({ most }, { max_depth = 2000 }))[1])
+      expect_error("[[[1]]]", "nesting deeper than max_depth (2)", 3, { max_depth = 2 })
+      assert.same({ { 1 } }, core.decode("[[1]]", { max_depth = 2 }))
+    end)
+
+    it("max_depth also holds while streaming", function()
+      local got, err, off = stream({ "[[", "[1]]]" }, { max_depth = 2 })
+      assert.same({}, got)
+      assert.matches("max_depth", err)
+      assert.equals(3, off)
+    end)
+
+    it("max_size: limits the bytes of input", function()
+      expect_error("[1,2,3]", "document larger than max_size (5 bytes)", 6, { max_size = 5 })
+      assert.same({ 1, 2, 3 }, core.decode("[1,2,3]", { max_size = 7 }))
+      local d = core.decoder({ max_size = 10 })
+      assert.is_true(d:feed("[1,2,"))
+      assert.is_true(d:feed("3,4,"))
+      local ok, err, off = d:feed("5]")
+      assert.is_nil(ok)
+      assert.matches("max_size", err)
+      assert.equals(11, off)
+      assert.equals(1, d:next())
+      assert.equals(2, d:next())
+      assert.equals(3, d:next())
+      assert.equals(4, d:next())
+      local v, err2 = d:next()
+      assert.is_nil(v)
+      assert.equals(err, err2)
+    end)
+
+    it("rejects bad options as misuse, naming them", function()
+      assert.has_error(function() core.decode("1", { nul = 1 }) end, "decoder option 'nul' is unknown")
+      assert.has_error(function() core.decoder({ max_depth = 0 }) end,
+        "decoder option 'max_depth': a positive integer expected (at most 2000)")
+      assert.has_error(function() core.decoder({ max_depth = 2001 }) end,
+        "decoder option 'max_depth': a positive integer expected (at most 2000)")
+      assert.has_error(function() core.decoder({ max_size = 1.5 }) end)
+      assert.has_error(function() core.decoder({ timestamps = "iso" }) end,
+        "decoder option 'timestamps': \"epoch\" or \"string\" expected")
+      assert.has_error(function() core.decoder({ fields = "id" }) end,
+        "decoder option 'fields': a list of paths expected")
+      assert.has_error(function() core.decoder({ fields = { "a..b" } }) end,
+        "decoder option 'fields'[1]: empty key in path")
+      assert.has_error(function() core.decoder({ array_mt = 1 }) end,
+        "decoder option 'array_mt': a table expected")
+      assert.has_error(function() core.decode({}) end)
+    end)
+  end)
+
+  describe("option null", function()
+    it("by default leaves null members out and keeps null array elements as core.null", function()
+      local v = core.decode('{"a":null,"b":[1,null,3],"c":1}')
+      assert.is_nil(v.a)
+      assert.equals(3, #v.b)
+      assert.equals(core.null, v.b[2])
+      assert.equals(cjson.null, v.b[2])
+    end)
+
+    it("puts the given value wherever JSON has null", function()
+      local v = core.decode('{"a":null,"b":[null]}', { null = false })
+      assert.equals(false, v.a)
+      assert.equals(false, v.b[1])
+      local sentinel = {}
+      assert.equals(sentinel, core.decode("null", { null = sentinel }))
+    end)
+  end)
+
+  describe("option fields", function()
+    local run = '{"id":"r1","name":"n","state":{"type":"COMPLETED","name":"Done","state_details":' ..
+      '{"x":1}},"tags":["a"],"labels":{"prefect.flow.id":"f1","other":2},' ..
+      '"task_inputs":{"since":[{"input_type":"parameter","name":"since"}]},"end_time":null}'
+
+    it("keeps only the listed paths", function()
+      local v = core.decode(run, { fields = { "id", "state.type", "tags" } })
+      assert.same({ id = "r1", state = { type = "COMPLETED" }, tags = { "a" } }, v)
+    end)
+
+    it("keeps a whole branch when a path and its prefix are both listed", function()
+      local v = core.decode(run, { fields = { "state.type", "state" } })
+      assert.same({ state = { type = "COMPLETED", name = "Done", state_details = { x = 1 } } }, v)
+    end)
+
+    it("takes a list of keys for keys that contain dots", function()
+      local v = core.decode(run, { fields = { { "labels", "prefect.flow.id" } } })
+      assert.same({ labels = { ["prefect.flow.id"] = "f1" } }, v)
+    end)
+
+    it("applies to each element of a top-level array and passes through nested arrays", function()
+      local v = core.decode("[" .. run .. "," .. run .. "]",
+        { fields = { "id", "task_inputs.since.input_type" } })
+      local want = { id = "r1", task_inputs = { since = { { input_type = "parameter" } } } }
+      assert.same({ want, want }, v)
+      local got = stream({ "[" .. run .. "," .. run .. "]" }, { fields = { "id" } })
+      assert.same({ { id = "r1" }, { id = "r1" } }, got)
+    end)
+
+    it("keeps a value on a partial path that is not an object, and skips nulls by default", function()
+      local v = core.decode('{"a":"s","b":[1,{"c":1,"d":2}],"e":null}',
+        { fields = { "a.x", "b.c", "e.f" } })
+      assert.same({ a = "s", b = { 1, { c = 1 } } }, v)
+      local kept = core.decode('{"e":null}', { fields = { "e" }, null = false })
+      assert.same({ e = false }, kept)
+    end)
+
+    it("decodes nothing else, so errors outside the fields are still found", function()
+      expect_error('{"id":1,"x":"\\q"}', "invalid escape", 15, { fields = { "id" } })
+    end)
+  end)
+
+  describe("option timestamps", function()
+    it("turns Prefect's timestamp fields into epoch seconds", function()
+      local runs = cjson.decode(fixture).task_runs
+      local s = cjson.encode(runs[1])
+      local v = core.decode(s, { timestamps = "epoch" })
+      local plain = core.decode(s)
+      for _, k in ipairs({ "created", "updated", "expected_start_time", "start_time", "end_time" }) do
+        if plain[k] ~= nil then
+          assert.is_number(v[k], k)
+        end
+      end
+      assert.is_number(v.state.timestamp)
+      assert.is_string(v.id)
+      assert.equals(plain.state.type, v.state.type)
+      -- "2026-11-29T11:53:19.xxxxxx+00:00" in the fixture
+      assert.is_true(v.created > 1795953199 and v.created < 1795953200 + 3600)
+    end)
+
+    it("matches by path from the root of each element, not by key anywhere", function()
+      local doc = '[{"created":"2026-08-21T16:27:33Z","labels":{"created":"2026-08-21T16:27:33Z"}}]'
+      local v = core.decode(doc, { timestamps = "epoch" })
+      assert.equals(1787329653, v[1].created)
+      assert.equals("2026-08-21T16:27:33Z", v[1].labels.created)
+    end)
+
+    it("parses Z, offsets, 0 to 9 fraction digits and naive times as UTC", function()
+      local cases = {
+        ["2026-08-21T16:27:33Z"] = 1787329653,
+        ["2026-08-21T16:27:33.5Z"] = 1787329653.5,
+        ["2026-08-21T16:27:33.512044Z"] = 1787329653.512044,
+        ["2026-08-21T16:27:33.512044+00:00"] = 1787329653.512044,
+        ["2026-08-21T18:27:33.25+02:00"] = 1787329653.25,
+        ["2026-08-21T10:57:33-05:30"] = 1787329653,
+        ["2026-08-21T16:27:33.123456789Z"] = 1787329653.123456789,
+        ["2026-08-21T16:27:33"] = 1787329653,
+        ["2026-08-21 16:27:33z"] = 1787329653,
+        ["1969-12-31T23:59:59Z"] = -1,
+        ["2000-02-29T00:00:00Z"] = 951782400,
+        ["9999-12-31T23:59:59Z"] = 253402300799,
+      }
+      for s, want in pairs(cases) do
+        local v = core.decode('{"t":"' .. s .. '"}', { timestamps = "epoch", timestamp_fields = { "t" } })
+        assert.is_number(v.t, s)
+        assert.is_true(math.abs(v.t - want) < 1e-6, s .. " -> " .. tostring(v.t))
+      end
+    end)
+
+    it("leaves strings that are not timestamps as they are", function()
+      local bad = { "2026-02-30T00:00:00Z", "2026-08-21T24:00:00Z", "2026-08-21", "2026-08-21T16:27:33.Z",
+        "2026-08-21T16:27:33.1234567890Z", "2026-08-21T16:27:33+0200", "2026-08-21T16:27:33Zjunk",
+        "2026-13-01T00:00:00Z", "not a time", "" }
+      for _, s in ipairs(bad) do
+        local v = core.decode('{"t":"' .. s .. '"}', { timestamps = "epoch", timestamp_fields = { "t" } })
+        assert.equals(s, v.t)
+      end
+      local v = core.decode('{"t":5,"u":null}', { timestamps = "epoch", timestamp_fields = { "t", "u" } })
+      assert.equals(5, v.t)
+      assert.is_nil(v.u)
+    end)
+
+    it("are strings unless asked for", function()
+      local v = core.decode('{"created":"2026-08-21T16:27:33Z"}')
+      assert.equals("2026-08-21T16:27:33Z", v.created)
+      v = core.decode('{"created":"2026-08-21T16:27:33Z"}', { timestamps = "string" })
+      assert.equals("2026-08-21T16:27:33Z", v.created)
+    end)
+
+    it("combine with fields", function()
+      local v = core.decode('{"id":"x","state":{"timestamp":"1970-01-01T00:01:00Z","type":"A"}}',
+        { timestamps = "epoch", fields = { "state.timestamp" } })
+      assert.same({ state = { timestamp = 60 } }, v)
+    end)
+  end)
+
+  describe("its cache of keys", function()
+    it("gives each call the result of its own options", function()
+      local run = '{"id":"r","created":"1970-01-01T00:00:10Z","state":{"id":"s","type":"T","timestamp":' ..
+        '"1970-01-01T00:00:20Z"},"name":"n"}'
+      for _ = 1, 3 do
+        assert.same({ id = "r" }, core.decode(run, { fields = { "id" } }))
+        assert.same({ state = { type = "T" } }, core.decode(run, { fields = { "state.type" } }))
+        assert.same({ created = 10, state = { timestamp = 20 } },
+          core.decode(run, { fields = { "created", "state.timestamp" }, timestamps = "epoch" }))
+        local all = core.decode(run)
+        assert.equals("1970-01-01T00:00:10Z", all.created)
+        assert.same({ id = "s", type = "T", timestamp = "1970-01-01T00:00:20Z" }, all.state)
+      end
+    end)
+
+    it("is not fooled by a key seen before that contained a quote", function()
+      -- The cached key a":"b (from an escaped key) must not match the text of {"a":"b"}.
+      local tricky = '[{"a\\":\\"b":1},{"a":"b"},{"a\\":\\"b":2},{"a":"b"}]'
+      local want = { { ['a":"b'] = 1 }, { a = "b" }, { ['a":"b'] = 2 }, { a = "b" } }
+      assert.same(want, core.decode(tricky))
+      assert.same(want, (stream({ tricky })))
+      assert.same({ a = "b" }, core.decode('{"a\\":\\"b":1}') and core.decode('{"a":"b"}'))
+    end)
+
+    it("copes with many distinct keys, long keys and keys in varying order", function()
+      for round = 1, 3 do
+        local parts, want = {}, {}
+        for i = 1, 250 do
+          local k = "key" .. round .. "_" .. i .. string.rep("x", i % 50)
+          parts[#parts + 1] = string.format('"%s":%d', k, i)
+          want[k] = i
+        end
+        assert.same(want, core.decode("{" .. table.concat(parts, ",") .. "}"))
+      end
+      assert.same({ { b = 1, a = 2 }, { a = 3, b = 4 }, { b = 5 } },
+        core.decode('[{"b":1,"a":2},{"a":3,"b":4},{"b":5}]'))
+    end)
+
+    it("stays right when a finalizer decodes in the middle of a decode", function()
+      -- Finalizers run during the allocations of a build (LuaJIT does so here; Lua 5.4 may defer them).
+      local page = generated_page(200, 3)
+      local want = core.decode(page, { fields = { "id", "state.type" } })
+      local live, inner_ok = true, 0
+      local function finalizer()
+        if not live then
+          return
+        end
+        local v = core.decode('{"id":"inner","state":{"type":"X","name":"Y"}}', { fields = { "state.name" } })
+        if v and v.state and v.state.name == "Y" and v.id == nil then
+          inner_ok = inner_ok + 1
+        end
+      end
+      for _ = 1, 20 do
+        for _ = 1, 20 do
+          if newproxy then
+            getmetatable(newproxy(true)).__gc = finalizer
+          else
+            setmetatable({}, { __gc = finalizer })
+          end
+        end
+        local got = core.decode(page, { fields = { "id", "state.type" } })
+        assert.is_true(same(got, want, true))
+      end
+      collectgarbage()
+      collectgarbage()
+      live = false
+      assert.equals(400, inner_ok)
+    end)
+  end)
+
+  describe("agrees with lua-cjson", function()
+    local function check(s, label)
+      local want = cjson.decode(s)
+      local got, err = core.decode(s, { null = cjson.null })
+      assert.is_nil(err, label)
+      assert.is_true(same(got, want), label)
+    end
+
+    it("on both recorded fixture files", function()
+      check(fixture, "dataset")
+      check(exchanges, "exchanges")
+      check(fixture_page, "fixture page")
+    end)
+
+    it("on generated Prefect 3 pages", function()
+      for seed = 1, 3 do
+        check(generated_page(200, seed), "seed " .. seed)
+      end
+    end)
+  end)
+end)
+
+describe("prefect.core.decoder", function()
+  it("hands out each element as soon as its last byte is fed", function()
+    local d = core.decoder()
+    assert.is_true(d:feed('[{"a":1},{"b"'))
+    assert.same({ a = 1 }, d:next())
+    assert.is_nil(d:next())
+    assert.is_true(d:feed(':2}'))
+    assert.same({ b = 2 }, d:next())
+    assert.is_nil(d:next())
+    assert.is_false(d:done())
+    assert.is_true(d:feed(",null,3]"))
+    assert.equals(core.null, d:next())
+    assert.equals(3, d:next())
+    assert.is_true(d:done())
+    assert.is_true(d:finish())
+    assert.is_nil(d:next())
+  end)
+
+  it("hands a null element out as the null option's value", function()
+    local got = stream({ "[null,1]" }, { null = false })
+    assert.same({ false, 1 }, got)
+  end)
+
+  it("hands out a top-level non-array value whole; a bare number only at finish", function()
+    local d = core.decoder()
+    assert.is_true(d:feed('{"detail":"Not'))
+    assert.is_nil(d:next())
+    assert.is_true(d:feed(' found"}'))
+    assert.same({ detail = "Not found" }, d:next())
+    assert.is_true(d:done())
+    d = core.decoder()
+    assert.is_true(d:feed("12"))
+    assert.is_nil(d:next())
+    assert.is_true(d:feed("3"))
+    assert.is_nil(d:next())
+    assert.is_true(d:finish())
+    assert.equals(123, d:next())
+    assert.is_true(d:done())
+    assert.is_nil(d:next())
+  end)
+
+  it("reports a truncated document at finish, after the complete elements", function()
+    local got, err, off, d = stream({ '[{"a":1},{"b":' }, nil, false)
+    assert.same({ { a = 1 } }, got)
+    assert.matches("unexpected end of input at byte 15", err, 1, true)
+    assert.equals(15, off)
+    assert.is_false(d:done())
+  end)
+
+  it("stays failed until reset, then decodes a new document", function()
+    local d = core.decoder()
+    assert.is_true(d:feed("[1,"))
+    local ok, err, off = d:feed("x]")
+    assert.is_nil(ok)
+    assert.matches("unexpected character at byte 4", err, 1, true)
+    assert.equals(4, off)
+    assert.equals(1, d:next())
+    for _ = 1, 2 do
+      local v, err2, off2 = d:next()
+      assert.is_nil(v)
+      assert.equals(err, err2)
+      assert.equals(off, off2)
+    end
+    local ok2, err3 = d:feed("[2]")
+    assert.is_nil(ok2)
+    assert.equals(err, err3)
+    local ok3, err4 = d:finish()
+    assert.is_nil(ok3)
+    assert.equals(err, err4)
+    assert.is_false(d:done())
+    d:reset()
+    assert.is_true(d:feed("[2]"))
+    assert.is_true(d:finish())
+    assert.equals(2, d:next())
+    assert.is_true(d:done())
+  end)
+
+  it("refuses input after finish", function()
+    local d = core.decoder()
+    assert.is_true(d:feed("[]"))
+    assert.is_true(d:finish())
+    local ok, err = d:feed(" ")
+    assert.is_nil(ok)
+    assert.matches("input after finish", err)
+  end)
+
+  it("gives the same elements for every split point of a real page slice", function()
+    local runs = cjson.decode(fixture).task_runs
+    local s = cjson.encode({ runs[1], runs[2], runs[3] })
+    local want = core.decode(s, { null = cjson.null, timestamps = "epoch" })
+    local opts = { null = cjson.null, timestamps = "epoch" }
+    for i = 0, #s, stride do
+      local got, err = stream({ s:sub(1, i), s:sub(i + 1) }, opts, i % 2 == 0)
+      assert.is_nil(err)
+      assert.is_true(same(got, want, true), "split at " .. i)
+    end
+  end)
+
+  it("gives the same elements at random split points of whole pages", function()
+    local x = 7
+    local pages = { fixture_page, generated_page(200, 5), fixture }
+    for p, s in ipairs(pages) do
+      local top_array = s:sub(1, 1) == "["
+      local want = core.decode(s)
+      for rep = 1, 6, stride > 1 and 3 or 1 do
+        local pieces, i = {}, 1
+        while i <= #s do
+          x = (x * 16807) % 2147483647
+          local n = rep == 1 and 1 + x % 3 or 1 + x % (rep * 4000)
+          pieces[#pieces + 1] = s:sub(i, i + n - 1)
+          i = i + n
+        end
+        local got, err = stream(pieces, nil, rep % 2 == 0)
+        assert.is_nil(err)
+        if top_array then
+          assert.is_true(same(got, want, true), "page " .. p .. " rep " .. rep)
+        else
+          assert.is_true(same(got[1], want, true), "page " .. p .. " rep " .. rep)
+        end
+      end
+    end
+  end)
+
+  it("splits inside escapes, surrogate pairs, UTF-8 sequences, numbers and literals", function()
+    local s = '["a\\"b\\u00e9\\ud83d\\ude00 \226\130\172 \240\159\152\128",-12.5e-3,true,false,null,' ..
+      '{"k\\n":[1e2,0]}]'
+    local want = core.decode(s)
+    for i = 1, #s, stride do
+      for j = i, #s, stride do
+        local got, err = stream({ s:sub(1, i), s:sub(i + 1, j), s:sub(j + 1) }, nil, true)
+        assert.is_nil(err)
+        assert.is_true(same(got, want, true), i .. "," .. j)
+      end
+    end
+  end)
+
+  it("reports the same error at the same byte, however the input is split", function()
+    local bad = { '[{"a":"\\ud800x"}]', '[1,2,{"b":tru}]', '[{"a":"\195\40"}]', "[1,2,,3]" }
+    for _, s in ipairs(bad) do
+      local _, err, off = core.decode(s)
+      for i = 0, #s do
+        local _, err2, off2 = stream({ s:sub(1, i), s:sub(i + 1) })
+        assert.equals(off, off2, s .. " split " .. i)
+        assert.equals(err:gsub(" near .*", ""), err2:gsub(" near .*", ""))
+      end
+    end
+  end)
+
+  it("streams 10,000 runs in 16 KB slices with flat memory", function()
+    local page = generated_page(500, 11)
+    local body = page:sub(2, -2)
+    local d = core.decoder()
+    local chunk = 16384
+    local function held_kb()
+      return tonumber(tostring(d):match("(%d+) KB held"))
+    end
+    assert.is_true(d:feed("["))
+    local count, base_heap, max_held = 0, nil, 0
+    for rep = 1, 20 do
+      local s = (rep > 1 and "," or "") .. body
+      for i = 1, #s, chunk do
+        assert.is_true(d:feed(s:sub(i, i + chunk - 1)))
+        while true do
+          local run = d:next()
+          if run == nil then
+            break
+          end
+          count = count + 1
+        end
+        max_held = math.max(max_held, held_kb())
+      end
+      if rep == 2 then
+        collectgarbage()
+        collectgarbage()
+        base_heap = collectgarbage("count")
+      end
+    end
+    assert.is_true(d:feed("]"))
+    assert.is_true(d:finish())
+    assert.is_true(d:done())
+    assert.equals(10000, count)
+    collectgarbage()
+    collectgarbage()
+    assert.is_true(collectgarbage("count") - base_heap < 2048, "Lua heap grew")
+    -- 18 MB went through; the decoder held a slice and a run or so at a time
+    assert.is_true(max_held < 256, "decoder held " .. max_held .. " KB")
+  end)
+
+  it("closes cleanly, and a closed decoder only reports that it is closed", function()
+    local d = core.decoder()
+    assert.is_true(d:feed("[1"))
+    local gc = getmetatable(d).__gc
+    gc(d)
+    local v, err = d:next()
+    assert.is_nil(v)
+    assert.equals("decoder closed", err)
+    assert.is_nil((d:feed("]")))
+  end)
+
+end)
