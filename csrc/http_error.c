@@ -1,0 +1,156 @@
+/* Transport errors as plain Lua tables: { kind, message, url, code }. The
+ * URL in them never carries credentials or query values, because error
+ * values end up in logs. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "http_internal.h"
+
+/* The URL without user:password@ and with every query value dropped
+ * ("?key=secret&a=1" becomes "?key=&a="); the fragment goes too. */
+char *http_redact_url(const char *url)
+{
+    size_t n = strlen(url);
+    char *out = malloc(n + 1), *o = out;
+    const char *p = url, *authority, *end, *at = NULL, *q;
+    if (!out)
+        return NULL;
+    q = strstr(url, "://");
+    authority = q ? q + 3 : url;
+    memcpy(o, url, (size_t)(authority - url));
+    o += authority - url;
+    end = authority + strcspn(authority, "/?#");
+    for (q = authority; q < end; q++)
+        if (*q == '@')
+            at = q;
+    p = at ? at + 1 : authority;
+    while (*p && *p != '?' && *p != '#')
+        *o++ = *p++;
+    if (*p == '?') {
+        int in_value = 0;
+        *o++ = *p++;
+        for (; *p && *p != '#'; p++) {
+            if (*p == '&') {
+                in_value = 0;
+                *o++ = '&';
+            } else if (in_value) {
+                continue;
+            } else {
+                *o++ = *p;
+                in_value = *p == '=';
+            }
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
+const char *http_error_kind(CURLcode code, http_stop stop)
+{
+    switch (stop) {
+    case HTTP_STOP_TOO_LARGE:
+        return "too_large";
+    case HTTP_STOP_DECODE:
+        return "decode";
+    case HTTP_STOP_ABORTED:
+    case HTTP_STOP_MEMORY:
+        return "aborted";
+    case HTTP_STOP_HEADERS:
+        return "protocol";
+    case HTTP_STOP_NONE:
+        break;
+    }
+    switch (code) {
+    case CURLE_COULDNT_RESOLVE_PROXY:
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_CONNECT:
+    /* The connection broke (reset, closed before any reply): the request
+     * may be sent again on a new connection, like a failed connect. */
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_GOT_NOTHING:
+        return "connect";
+    case CURLE_OPERATION_TIMEDOUT:
+        return "timeout";
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ENGINE_SETFAILED:
+    case CURLE_SSL_ENGINE_INITFAILED:
+    case CURLE_SSL_SHUTDOWN_FAILED:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_USE_SSL_FAILED:
+        return "tls";
+    case CURLE_FILESIZE_EXCEEDED:
+        return "too_large";
+    case CURLE_URL_MALFORMAT:
+    case CURLE_UNSUPPORTED_PROTOCOL:
+    case CURLE_BAD_FUNCTION_ARGUMENT:
+    case CURLE_UNKNOWN_OPTION:
+    case CURLE_NOT_BUILT_IN:
+        return "invalid";
+    case CURLE_ABORTED_BY_CALLBACK:
+        return "aborted";
+    default:
+        return "protocol";
+    }
+}
+
+int http_push_error(lua_State *L, const char *kind, const char *message, const char *url, int code)
+{
+    lua_pushnil(L);
+    lua_createtable(L, 0, 4);
+    lua_pushstring(L, kind);
+    lua_setfield(L, -2, "kind");
+    lua_pushstring(L, message);
+    lua_setfield(L, -2, "message");
+    if (url) {
+        lua_pushstring(L, url);
+        lua_setfield(L, -2, "url");
+    }
+    if (code >= 0) {
+        lua_pushinteger(L, code);
+        lua_setfield(L, -2, "code");
+    }
+    return 2;
+}
+
+int http_push_transfer_error(lua_State *L, const http_request *r)
+{
+    const char *kind = http_error_kind(r->result, r->stop);
+    switch (r->stop) {
+    case HTTP_STOP_TOO_LARGE: {
+        char text[96];
+        snprintf(text, sizeof text, "response body larger than max_response (%lld bytes)",
+                 (long long)r->max_response);
+        lua_pushstring(L, text);
+        break;
+    }
+    case HTTP_STOP_DECODE:
+        lua_pushliteral(L, "the decoder refused the response body");
+        break;
+    case HTTP_STOP_MEMORY:
+        lua_pushliteral(L, "out of memory while receiving the response");
+        break;
+    case HTTP_STOP_HEADERS:
+        lua_pushliteral(L, "response headers too large");
+        break;
+    case HTTP_STOP_ABORTED:
+        lua_pushliteral(L, "request closed before it completed");
+        break;
+    case HTTP_STOP_NONE:
+        lua_pushstring(L, r->errbuf[0] ? r->errbuf : curl_easy_strerror(r->result));
+        break;
+    }
+    http_push_error(L, kind, lua_tostring(L, -1), r->url,
+                    r->stop == HTTP_STOP_NONE ? (int)r->result : -1);
+    lua_remove(L, -3);
+    return 2;
+}
