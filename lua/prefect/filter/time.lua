@@ -20,35 +20,14 @@
 -- date table without a zone consults the local timezone, through os.time.
 -- Years 1..9999 (Python's range).
 
+local calendar = require("prefect.calendar")
+
 local time = {}
 
 local floor = math.floor
 
---- Days since 1970-01-01 of a civil date (any year, proleptic Gregorian).
-function time.days_from_civil(y, m, d)
-   if m <= 2 then y = y - 1 end
-   local era = floor(y / 400)
-   local yoe = y - era * 400
-   local mp = (m > 2) and (m - 3) or (m + 9)
-   local doy = floor((153 * mp + 2) / 5) + d - 1
-   local doe = yoe * 365 + floor(yoe / 4) - floor(yoe / 100) + doy
-   return era * 146097 + doe - 719468
-end
-
---- The civil date (y, m, d) of a count of days since 1970-01-01.
-function time.civil_from_days(z)
-   z = z + 719468
-   local era = floor(z / 146097)
-   local doe = z - era * 146097
-   local yoe = floor((doe - floor(doe / 1460) + floor(doe / 36524) - floor(doe / 146096)) / 365)
-   local y = yoe + era * 400
-   local doy = doe - (365 * yoe + floor(yoe / 4) - floor(yoe / 100))
-   local mp = floor((5 * doy + 2) / 153)
-   local d = doy - floor((153 * mp + 2) / 5) + 1
-   local m = (mp < 10) and (mp + 3) or (mp - 9)
-   if m <= 2 then y = y + 1 end
-   return y, m, d
-end
+time.days_from_civil = calendar.days_from_civil
+time.civil_from_days = calendar.civil_from_days
 
 function time.is_leap(y)
    return (y % 4 == 0 and y % 100 ~= 0) or y % 400 == 0

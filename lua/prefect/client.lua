@@ -1,0 +1,873 @@
+--- The Prefect client: configuration, authentication, headers, endpoints,
+-- retries and CSRF. Paging lives in prefect.pager, the retry policy in
+-- prefect.retry, the wire in prefect.transport.*.
+--
+-- Run-time failures come back as `nil, err` (err from prefect.errors);
+-- misuse (a wrong option, a bad argument) raises at once, before any request.
+
+local errors = require("prefect.errors")
+local retry = require("prefect.retry")
+local suggest = require("prefect.filter.suggest")
+
+local client = {}
+
+client.VERSION = "scm-1"
+client.API_VERSION = "0.8.4"
+client.DEFAULT_URL = "http://127.0.0.1:4200/api"
+client.MAX_PAGE_SIZE = 200
+
+local json -- lua-cjson, loaded on first use
+
+local function cjson()
+   if not json then json = require("cjson") end
+   return json
+end
+
+local function json_decode(s)
+   local ok, v = pcall(cjson().decode, s)
+   if ok then return v end
+   return nil
+end
+
+-- Misuse raises at once, as an "invalid" error naming the caller's line
+-- (`level` as for error(): 1 is the function that calls misuse).
+local function misuse(msg, level)
+   local info = debug.getinfo(level + 1, "Sl")
+   local where = info and info.currentline and info.currentline > 0
+      and (info.short_src .. ":" .. info.currentline) or nil
+   error(errors.new("invalid", { message = msg, where = where }), 0)
+end
+client.misuse = misuse
+
+---------------------------------------------------------------------------
+-- base64 (RFC 4648, with padding), in plain arithmetic so it runs on 5.1.
+
+local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+function client.base64(s)
+   local out = {}
+   local n = #s
+   for i = 1, n, 3 do
+      local a, b, c = s:byte(i, i + 2)
+      local v = a * 65536 + (b or 0) * 256 + (c or 0)
+      local c1 = math.floor(v / 262144) % 64
+      local c2 = math.floor(v / 4096) % 64
+      local c3 = math.floor(v / 64) % 64
+      local c4 = v % 64
+      out[#out + 1] = B64:sub(c1 + 1, c1 + 1) .. B64:sub(c2 + 1, c2 + 1)
+         .. (b and B64:sub(c3 + 1, c3 + 1) or "=")
+         .. (c and B64:sub(c4 + 1, c4 + 1) or "=")
+   end
+   return table.concat(out)
+end
+
+---------------------------------------------------------------------------
+-- Options
+
+local function is_integer(v)
+   return type(v) == "number" and v == math.floor(v) and v > -math.huge and v < math.huge
+end
+
+local function check_positive(name, v)
+   if type(v) ~= "number" or v ~= v or v <= 0 or v == math.huge then
+      return name .. " must be a positive number of seconds, got " .. tostring(v)
+   end
+end
+
+local function check_string(name, v)
+   if type(v) ~= "string" or v == "" then
+      return name .. " must be a non-empty string, got " .. type(v)
+   end
+end
+
+local function check_boolean(name, v)
+   if type(v) ~= "boolean" then return name .. " must be a boolean, got " .. type(v) end
+end
+
+local function check_function(name, v)
+   if type(v) ~= "function" then return name .. " must be a function, got " .. type(v) end
+end
+
+local function check_secret(name, v)
+   if v == false then return end
+   if type(v) ~= "string" or v == "" then
+      return name .. " must be a non-empty string (or false for none), got " .. type(v)
+   end
+   if v:find("[%c]") then return name .. " must not contain control characters" end
+end
+
+-- Decoder options: they may be given to the client or to each call.
+local DECODE = {
+   fields = function(name, v)
+      if type(v) ~= "table" then return name .. " must be a list of field names" end
+      for i, f in ipairs(v) do
+         if type(f) ~= "string" or f == "" then
+            return string.format("%s[%d] must be a non-empty string", name, i)
+         end
+      end
+   end,
+   timestamps = function(name, v)
+      if v ~= "epoch" and v ~= false then
+         return name .. ' must be "epoch" (or false: ISO-8601 strings as sent), got ' .. tostring(v)
+      end
+   end,
+   null = function() end, -- any sentinel value
+   array_mt = function(name, v)
+      if type(v) ~= "table" then return name .. " must be a metatable (table), got " .. type(v) end
+   end,
+}
+
+local HEADER_NAME = "^[!#$%%&'*+%-.^_`|~%w]+$"
+-- Headers the client writes itself; each has its own option.
+local MANAGED_HEADERS = {
+   ["content-type"] = "it is always application/json",
+   ["content-length"] = "the transport sets it",
+   ["authorization"] = "use api_key or auth_string",
+   ["x-prefect-api-version"] = "use api_version",
+   ["prefect-csrf-token"] = "the client fetches CSRF tokens itself",
+   ["prefect-csrf-client"] = "the client fetches CSRF tokens itself",
+   ["host"] = "it comes from url",
+}
+
+local OPTIONS = {
+   url = function(name, v)
+      local e = check_string(name, v)
+      if e then return e end
+      if not v:match("^[hH][tT][tT][pP][sS]?://[^/]") then
+         return name .. " must be an http:// or https:// URL, got " .. errors.safe_url(v)
+      end
+      if v:find("[%s%c]") then return name .. " must not contain white space" end
+   end,
+   api_key = check_secret,
+   auth_string = check_secret,
+   timeout = check_positive,
+   connect_timeout = check_positive,
+   stall_timeout = check_positive,
+   retries = function(name, v)
+      if not is_integer(v) or v < 0 then return name .. " must be an integer >= 0, got " .. tostring(v) end
+   end,
+   retry_codes = function(name, v)
+      if type(v) ~= "table" then return name .. " must be a list of HTTP status codes" end
+      for i, c in ipairs(v) do
+         if not is_integer(c) or c < 100 or c > 599 then
+            return string.format("%s[%d] must be an HTTP status code, got %s", name, i, tostring(c))
+         end
+      end
+   end,
+   max_retry_after = function(name, v)
+      if type(v) ~= "number" or v < 0 or v ~= v then
+         return name .. " must be a number of seconds >= 0, got " .. tostring(v)
+      end
+   end,
+   api_version = function(name, v)
+      if v == false then return end
+      if type(v) ~= "string" or not v:match("^%d+%.%d+%.%d+$") then
+         return name .. ' must be a version "x.y.z" or false, got ' .. tostring(v)
+      end
+   end,
+   headers = function(name, v)
+      if type(v) ~= "table" then return name .. " must be a table of name = value" end
+      for k, val in pairs(v) do
+         if type(k) ~= "string" or not k:match(HEADER_NAME) then
+            return name .. ": invalid header name " .. string.format("%q", tostring(k))
+         end
+         local why = MANAGED_HEADERS[k:lower()]
+         if why then return name .. ": the client sets " .. k .. " itself (" .. why .. ")" end
+         if type(val) ~= "string" and type(val) ~= "number" then
+            return name .. "." .. k .. " must be a string"
+         end
+         if tostring(val):find("[%z\r\n]") then
+            return name .. "." .. k .. " must not contain CR, LF or NUL"
+         end
+      end
+   end,
+   page_size = function(name, v)
+      if not is_integer(v) or v < 1 or v > client.MAX_PAGE_SIZE then
+         return name .. " must be an integer from 1 to 200, got " .. tostring(v)
+      end
+   end,
+   transport = function(name, v)
+      if v == "curl" or v == "ngx" then return end
+      if type(v) == "table" and type(v.new) == "function" then return end
+      return name .. ' must be "curl", "ngx" or a transport module, got ' .. tostring(v)
+   end,
+   ca_file = check_string,
+   ca_path = check_string,
+   insecure = check_boolean,
+   http2 = check_boolean,
+   proxy = check_string,
+   noproxy = check_string,
+   accept_encoding = check_boolean,
+   max_response = function(name, v)
+      if not is_integer(v) or v < 1 then return name .. " must be a positive integer (bytes)" end
+   end,
+   user_agent = check_string,
+   clock = check_function,
+   sleep = check_function,
+   random = check_function,
+   getenv = check_function,
+}
+for k, f in pairs(DECODE) do OPTIONS[k] = f end
+
+local function sorted_keys(t)
+   local names = {}
+   for k in pairs(t) do names[#names + 1] = k end
+   table.sort(names)
+   return names
+end
+
+local OPTION_NAMES = sorted_keys(OPTIONS)
+
+-- The options a transport reads (timeouts, TLS, proxy, limits).
+local TRANSPORT_NAMES = {
+   "transport", "timeout", "connect_timeout", "stall_timeout", "ca_file", "ca_path", "insecure",
+   "http2", "proxy", "noproxy", "max_response", "accept_encoding",
+}
+local DECODE_NAMES = sorted_keys(DECODE)
+
+-- Raises for an unknown or ill-typed option; `level` points at the caller.
+local function check_options(opts, known, names, what, level)
+   if opts == nil then return end
+   if type(opts) ~= "table" then
+      misuse(what .. ": options must be a table, got " .. type(opts), level + 1)
+   end
+   for k, v in pairs(opts) do
+      if type(k) ~= "string" or not known[k] then
+         local near = type(k) == "string" and suggest.nearest(k, names)
+         misuse(string.format("%s: unknown option %q%s", what, tostring(k),
+            near and (" (did you mean " .. near .. "?)") or ""), level + 1)
+      end
+      local problem = known[k](k, v)
+      if problem then misuse(what .. ": " .. problem, level + 1) end
+   end
+end
+
+---------------------------------------------------------------------------
+-- The client object
+
+local Client = {}
+Client.__index = Client
+
+-- Credentials live here, not in the client table, so that printing or
+-- dumping a client can never show them.
+local secrets = setmetatable({}, { __mode = "k" })
+
+local function in_ngx_lua()
+   local ngx = rawget(_G, "ngx")
+   return type(ngx) == "table" and type(ngx.get_phase) == "function"
+end
+
+local function default_clock()
+   if in_ngx_lua() then
+      local ngx = rawget(_G, "ngx")
+      return function()
+         ngx.update_time()
+         return ngx.now()
+      end
+   end
+   local ok, socket = pcall(require, "socket")
+   if ok and type(socket) == "table" and socket.gettime then return socket.gettime end
+   return os.time
+end
+
+local function default_sleep()
+   -- inside nginx: ngx.sleep where the phase allows it, blocking elsewhere
+   if in_ngx_lua() then return require("prefect.transport.ngx").sleep end
+   local ok, socket = pcall(require, "socket")
+   if ok and type(socket) == "table" and socket.sleep then return socket.sleep end
+   return function(s) os.execute("sleep " .. string.format("%.3f", s)) end
+end
+
+local function uuid4(random)
+   local hex = "0123456789abcdef"
+   local out = {}
+   for i = 1, 36 do
+      if i == 9 or i == 14 or i == 19 or i == 24 then
+         out[i] = "-"
+      elseif i == 15 then
+         out[i] = "4"
+      else
+         local n = math.floor(random() * 16) % 16
+         if i == 20 then n = 8 + n % 4 end
+         out[i] = hex:sub(n + 1, n + 1)
+      end
+   end
+   return table.concat(out)
+end
+
+--- A new client. See docs/client.md for every option.
+function client.new(opts)
+   check_options(opts, OPTIONS, OPTION_NAMES, "prefect.client", 2)
+   opts = opts or {}
+   local getenv = opts.getenv or os.getenv
+   local function env(name)
+      local v = getenv(name)
+      if v == "" then return nil end
+      return v
+   end
+
+   local url = opts.url
+   if url == nil then
+      url = env("PREFECT_API_URL")
+      if url then
+         local problem = OPTIONS.url("PREFECT_API_URL", url)
+         if problem then misuse("prefect.client: " .. problem, 2) end
+      end
+   end
+   url = (url or client.DEFAULT_URL):gsub("/+$", "")
+
+   local api_key, auth_string = opts.api_key, opts.auth_string
+   if api_key and auth_string then
+      misuse("prefect.client: give api_key or auth_string, not both (one auth mode per client)", 2)
+   end
+   if api_key == nil and auth_string == nil then
+      -- Only when the caller chose no auth mode does the environment choose.
+      api_key, auth_string = env("PREFECT_API_KEY"), env("PREFECT_API_AUTH_STRING")
+      if api_key and auth_string then
+         misuse("prefect.client: PREFECT_API_KEY and PREFECT_API_AUTH_STRING are both set; "
+            .. "pass api_key or auth_string (or false) to choose one", 2)
+      end
+   end
+   if api_key == false then api_key = nil end
+   if auth_string == false then auth_string = nil end
+
+   local api_version = opts.api_version
+   if api_version == nil then api_version = client.API_VERSION end
+
+   local self = setmetatable({
+      url = url,
+      auth = api_key and "bearer" or auth_string and "basic" or "none",
+      page_size = opts.page_size or client.MAX_PAGE_SIZE,
+      api_version = api_version,
+      clock = opts.clock or default_clock(),
+      random = opts.random or math.random,
+      transport_options = {},
+      decode_defaults = {},
+   }, Client)
+   -- What the transport gets: never the credentials (they travel as a header).
+   for _, k in ipairs(TRANSPORT_NAMES) do self.transport_options[k] = opts[k] end
+   self.transport_options.user_agent = nil
+   for _, k in ipairs(DECODE_NAMES) do self.decode_defaults[k] = opts[k] end
+   self.policy = retry.new{
+      retries = opts.retries, retry_codes = opts.retry_codes,
+      max_retry_after = opts.max_retry_after,
+      sleep = opts.sleep or default_sleep(), random = self.random,
+   }
+   self.csrf_client = uuid4(self.random)
+
+   local ua = opts.user_agent or ("lua-prefect/" .. client.VERSION
+      .. (api_version and (" (API " .. api_version .. ")") or ""))
+   self.user_agent = ua
+   local headers = {
+      ["Accept"] = "application/json",
+      ["User-Agent"] = ua,
+   }
+   if api_version then headers["X-PREFECT-API-VERSION"] = api_version end
+   for k, v in pairs(opts.headers or {}) do
+      -- the caller's value replaces ours whatever the letter case
+      for mine in pairs(headers) do
+         if mine:lower() == k:lower() then headers[mine] = nil end
+      end
+      headers[k] = tostring(v)
+   end
+   local secret = { headers = headers, words = {} }
+   if api_key then
+      headers["Authorization"] = "Bearer " .. api_key
+      secret.words = { api_key }
+   elseif auth_string then
+      local b64 = client.base64(auth_string)
+      headers["Authorization"] = "Basic " .. b64
+      secret.words = { auth_string, b64 }
+   end
+   secrets[self] = secret
+   return self
+end
+
+function Client:__tostring()
+   return string.format("prefect.client(%s, auth=%s)", errors.safe_url(self.url), self.auth)
+end
+
+--- The transport, created on first use.
+function Client:_transport()
+   if self.transport then return self.transport end
+   local t_opts = {}
+   for k, v in pairs(self.transport_options) do t_opts[k] = v end
+   t_opts.user_agent = self.user_agent
+   local t = t_opts.transport
+   if t == "ngx" or (t == nil and in_ngx_lua()) then
+      -- inside nginx, libcurl would block the worker: cosockets where the phase allows them
+      local chosen, err = require("prefect.transport.ngx").choose(t)
+      if not chosen then error(err, 0) end
+      t = chosen
+   end
+   local mod = t or "curl"
+   if type(mod) == "string" then mod = require("prefect.transport." .. mod) end
+   self.transport = mod.new(t_opts)
+   return self.transport
+end
+
+--- Closes the transport (open requests are cancelled). The client stays usable.
+function Client:close()
+   if self.transport then
+      self.transport:close()
+      self.transport = nil
+   end
+end
+
+local function escape_pattern(s)
+   return (s:gsub("[%^%$%(%)%%%.%[%]%*%+%-%?]", "%%%0"))
+end
+
+-- Removes the client's credentials from every string field of err.
+function Client:_scrub(err)
+   local words = secrets[self].words
+   if #words == 0 or type(err) ~= "table" then return err end
+   for k, v in pairs(err) do
+      if type(v) == "string" then
+         for _, w in ipairs(words) do v = v:gsub(escape_pattern(w), "***") end
+         err[k] = v
+      end
+   end
+   return err
+end
+
+function Client:_headers(with_body)
+   local h = {}
+   for k, v in pairs(secrets[self].headers) do h[k] = v end
+   if with_body then h["Content-Type"] = "application/json" end
+   local csrf = self.csrf
+   if csrf and csrf.token then
+      h["Prefect-Csrf-Token"] = csrf.token
+      h["Prefect-Csrf-Client"] = self.csrf_client
+   end
+   return h
+end
+
+---------------------------------------------------------------------------
+-- One exchange: start (non-blocking), then finish (status, errors, CSRF).
+
+--- Starts a request; returns a handle or nil, err. Does not wait.
+function Client:_start(method, path, body, decode)
+   local ok, t = pcall(self._transport, self)
+   if not ok then
+      if errors.is(t) then return nil, t end
+      return nil, errors.new("invalid", { message = "cannot create the transport: " .. tostring(t) })
+   end
+   local url = self.url .. path
+   local req, err = t:request{
+      method = method, url = url, headers = self:_headers(body ~= nil), body = body, decode = decode,
+   }
+   if not req then return nil, self:_scrub(err) end
+   return { req = req, method = method, path = path, body = body, decode = decode, url = url }
+end
+
+local function lower_headers(h)
+   local out = {}
+   for k, v in pairs(h or {}) do out[k:lower()] = v end
+   return out
+end
+
+local function excerpt(s)
+   if type(s) ~= "string" then return nil end
+   s = s:gsub("%s+", " ")
+   if #s > 200 then s = s:sub(1, 197) .. "..." end
+   return s
+end
+
+-- True when a response with this status and these (lowercase) headers has a
+-- JSON body to stream; false when its body is to be read whole as an error.
+local function streams_json(status, headers)
+   if status < 200 or status >= 300 then return false end
+   local ct = headers["content-type"] or ""
+   return ct:lower():find("json", 1, true) ~= nil
+end
+client.streams_json = streams_json
+
+--- The error for a finished response that does not stream JSON: a non-2xx
+--- status, or a 2xx with another content type (named in the message).
+function Client:_response_error(h, status, headers, body)
+   if status >= 200 and status < 300 then
+      local ct = headers["content-type"] or ""
+      return self:_scrub(errors.new("decode", {
+         message = "expected a JSON response, got Content-Type: " .. (ct ~= "" and ct or "(none)"),
+         status = status, url = h.url, content_type = ct, detail = excerpt(body),
+      }))
+   end
+   local ra = retry.parse_retry_after(headers["retry-after"], self.clock())
+   return self:_scrub(errors.http(status, body, {
+      url = h.url, retry_after = ra, content_type = headers["content-type"],
+   }, json_decode))
+end
+
+-- Waits for the status line of a started request; returns the request ready
+-- to stream a JSON body, or nil, err (the request then is closed).
+function Client:_settle(h)
+   local req = h.req
+   local status, rh = req:response()
+   if not status then
+      req:close()
+      return nil, self:_scrub(rh)
+   end
+   rh = lower_headers(rh)
+   if streams_json(status, rh) then return req end
+   local body = req:body()
+   req:close()
+   return nil, self:_response_error(h, status, rh, body)
+end
+
+local function is_csrf_refusal(err)
+   return err.kind == "http" and err.status == 403 and type(err.detail) == "string"
+      and (err.detail:find("CSRF", 1, true) or err.detail:find("client identifier", 1, true)) ~= nil
+end
+
+-- ISO-8601 (as Prefect writes it) to epoch seconds, or nil.
+local function parse_iso(s)
+   if type(s) ~= "string" then return nil end
+   local seconds, micros = require("prefect.filter.time").parse_iso(s)
+   return seconds and seconds + micros / 1e6
+end
+client.parse_iso = parse_iso
+client.lower_headers = lower_headers
+
+-- Seconds before a CSRF token's expiry at which the client fetches a new one.
+local CSRF_MARGIN = 60
+
+--- The path of Prefect's CSRF token endpoint for this client.
+function Client:_csrf_path()
+   return "/csrf-token?client=" .. self.csrf_client
+end
+
+--- Takes the token from a decoded /csrf-token answer; true or nil, err.
+function Client:_csrf_accept(v, url)
+   if type(v) ~= "table" or type(v.token) ~= "string" then
+      return nil, errors.new("protocol", { message = "CSRF token response has no token", url = url })
+   end
+   self.csrf = { token = v.token, expires = parse_iso(v.expiration) }
+   return true
+end
+
+--- Whether a /csrf-token answer with this status means "CSRF protection is
+--- off" (422 "disabled"; 404 from servers older than the feature); then the
+--- client never asks again.
+function Client:_csrf_switched_off(status)
+   if status == 422 or status == 404 then
+      self.csrf = { disabled = true }
+      return true
+   end
+   return false
+end
+
+--- Fetches a CSRF token (Prefect's GET /csrf-token?client=<id>). Returns
+-- true when a token is now held, false when the server has CSRF protection
+-- off (it is not asked again), or nil, err.
+function Client:_fetch_csrf()
+   local h, err = self:_start("GET", self:_csrf_path(), nil, {})
+   if not h then return nil, err end
+   local req
+   req, err = self:_settle(h)
+   if not req then
+      if err.kind == "http" and self:_csrf_switched_off(err.status) then return false end
+      return nil, err
+   end
+   local v, verr = req:next()
+   req:close()
+   if v == nil and verr then return nil, verr end
+   return self:_csrf_accept(v, h.url)
+end
+
+local function needs_csrf(method)
+   return method ~= "GET" and method ~= "HEAD"
+end
+
+--- True when the token held expires soon, so a new one is fetched first.
+function Client:_csrf_due(method)
+   local csrf = self.csrf
+   return needs_csrf(method) and csrf ~= nil and csrf.token ~= nil and csrf.expires ~= nil
+      and self.clock() >= csrf.expires - CSRF_MARGIN
+end
+
+--- True when `err` is a POST refused for want of a (valid) CSRF token, and
+--- asking for a token may help.
+function Client:_csrf_refused(method, err)
+   return needs_csrf(method) and is_csrf_refusal(err) and not (self.csrf and self.csrf.disabled)
+end
+
+--- One attempt: start, wait for the status, handle CSRF. Returns a request
+-- ready to stream, or nil, err. `started` is a handle already sent (prefetch).
+function Client:_exchange(method, path, body, decode, started)
+   if self:_csrf_due(method) then
+      if started then started.req:close(); started = nil end
+      local ok, err = self:_fetch_csrf()
+      if ok == nil then return nil, err end
+   end
+   local h, err = started
+   if not h then
+      h, err = self:_start(method, path, body, decode)
+      if not h then return nil, err end
+   end
+   local req
+   req, err = self:_settle(h)
+   if req or not self:_csrf_refused(method, err) then return req, err end
+   -- The server wants a (new) CSRF token: fetch one and try this request once more.
+   local ok, ferr = self:_fetch_csrf()
+   if ok == nil then return nil, ferr end
+   if not ok then return nil, err end
+   h, err = self:_start(method, path, body, decode)
+   if not h then return nil, err end
+   return self:_settle(h)
+end
+
+--- _exchange with retries. `attempt` is the number of this attempt (1 for a
+-- fresh call, more when a body failed part-way). Returns req, nil, attempt
+-- or nil, err, attempt.
+function Client:_open(method, path, body, decode, attempt, started)
+   attempt = attempt or 1
+   while true do
+      local req, err = self:_exchange(method, path, body, decode, started)
+      started = nil
+      if req then return req, nil, attempt end
+      if not self.policy:may_retry(err, attempt) then
+         err.attempts = attempt
+         return nil, err, attempt
+      end
+      self.policy:wait(attempt, err.retry_after)
+      attempt = attempt + 1
+   end
+end
+
+-- A request whose whole answer is one JSON value (count, one run, version).
+function Client:_value(method, path, body, decode)
+   local attempt = 1
+   while true do
+      local req, err, a = self:_open(method, path, body, decode or {}, attempt)
+      if not req then return nil, err end
+      local v, verr = req:next()
+      req:close()
+      if v ~= nil then return v end
+      verr = verr or errors.new("decode", {
+         message = "empty response body", url = errors.safe_url(self.url .. path),
+      })
+      if not self.policy:may_retry(verr, a) then
+         verr.attempts = a
+         return nil, self:_scrub(verr)
+      end
+      self.policy:wait(a, nil)
+      attempt = a + 1
+   end
+end
+
+---------------------------------------------------------------------------
+-- Queries
+
+local filter_mod
+local function filter()
+   if not filter_mod then filter_mod = require("prefect.filter") end
+   return filter_mod
+end
+
+local function encode(body)
+   return filter().encode(body)
+end
+
+--- Decoder options for a call: the client's, overridden by the call's.
+function Client:_decode_options(call_opts, need_id)
+   local d = {}
+   for k, v in pairs(self.decode_defaults) do d[k] = v end
+   if call_opts then
+      for _, k in ipairs(DECODE_NAMES) do
+         if call_opts[k] ~= nil then d[k] = call_opts[k] end
+      end
+   end
+   if need_id and d.fields then
+      local has = false
+      for _, f in ipairs(d.fields) do if f == "id" then has = true end end
+      if not has then
+         local f = { "id" }
+         for _, x in ipairs(d.fields) do f[#f + 1] = x end
+         d.fields = f
+      end
+   end
+   return d
+end
+
+local CALL_OPTIONS = {}
+for k, f in pairs(DECODE) do CALL_OPTIONS[k] = f end
+CALL_OPTIONS.prefetch = check_boolean
+local CALL_NAMES = sorted_keys(CALL_OPTIONS)
+
+--- Compiles a query (prefect.filter does the work): the body as a table and
+-- as JSON, and the paging plan (limit = total wanted or nil, page_size,
+-- offset). Raises on misuse, naming the caller's line.
+function Client._query(_, q, call_opts, what, level)
+   level = (level or 1) + 1
+   if q == nil then q = {} end
+   if type(q) ~= "table" then misuse(what .. ": the query must be a table, got " .. type(q), level) end
+   check_options(call_opts, CALL_OPTIONS, CALL_NAMES, what, level)
+   local f = filter()
+   local body, paging = f.compile(q, { level = level })
+   paging = paging or {}
+   return {
+      body = body, json = encode(body),
+      limit = paging.limit, offset = paging.offset or 0,
+      page_size = paging.page_size or client.MAX_PAGE_SIZE,
+   }
+end
+
+--- The request body of one page: the compiled query plus limit and offset.
+function client.page_body(json_rest, limit, offset)
+   local head = string.format('{"limit":%d,"offset":%d', limit, offset)
+   if json_rest == "{}" or json_rest == "[]" then return head .. "}" end
+   return head .. "," .. json_rest:sub(2)
+end
+
+--- The page size the next request may ask for (the option, or less when the
+--- server said its maximum is lower).
+function Client:_page_size(query)
+   local n = self.page_size
+   if query and query.page_size < n then n = query.page_size end
+   if self.server_max and self.server_max < n then n = self.server_max end
+   return n
+end
+
+local FILTER_PATH = "/task_runs/filter"
+
+local function limit_from_422(err)
+   if err.kind ~= "http" or err.status ~= 422 or type(err.detail) ~= "string" then return nil end
+   local n = err.detail:match("must be less than or equal to (%d+)")
+   return n and tonumber(n)
+end
+
+--- Opens one page (with retries, and the one retry with the server's page
+--- maximum after a 422). Returns req, nil, attempt, limit | nil, err.
+function Client:_open_page(query, offset, limit, decode, attempt, started)
+   local body = client.page_body(query.json, limit, offset)
+   local req, err, a = self:_open("POST", FILTER_PATH, body, decode, attempt, started)
+   if req then return req, nil, a, limit end
+   local max = limit_from_422(err)
+   if max and max >= 1 and max < limit then
+      self.server_max = max
+      limit = max
+      body = client.page_body(query.json, limit, offset)
+      req, err, a = self:_open("POST", FILTER_PATH, body, decode, a)
+      if req then return req, nil, a, limit end
+   end
+   return nil, err, a, limit
+end
+
+--- Runs matching `q`, as an iterator for a generic `for`. Raises the
+-- structured error if a page fails for good. See docs/client.md.
+function Client:task_runs(q, opts)
+   local query = self:_query(q, opts, "client:task_runs", 2)
+   local pager = require("prefect.pager")
+   local p = pager.new(self, query, {
+      decode = self:_decode_options(opts, true),
+      prefetch = not (opts and opts.prefetch == false),
+   })
+   return p:iterator()
+end
+
+--- Starts a non-blocking read of the runs matching `q`, for loops that must
+--- never stall (games, UIs, event loops): `h:poll(timeout_ms)` returns the
+--- runs ready now (maybe none) and whether the read is complete, or nil, err.
+--- Same paging, prefetch, de-duplication and retries as task_runs; a retry
+--- waits on the client's clock instead of sleeping. `h:close()` stops it.
+function Client:start(q, opts)
+   local query = self:_query(q, opts, "client:start", 2)
+   return require("prefect.pager").start(self, query, {
+      decode = self:_decode_options(opts, true),
+      prefetch = not (opts and opts.prefetch == false),
+   })
+end
+
+--- One page of runs, as an array: `page_size` runs (or the query's limit
+--- when smaller) from `offset` (default: the query's offset, or 0).
+function Client:page(q, offset, opts)
+   if offset ~= nil and (not is_integer(offset) or offset < 0) then
+      misuse("client:page: offset must be an integer >= 0, got " .. tostring(offset), 2)
+   end
+   local query = self:_query(q, opts, "client:page", 2)
+   offset = offset or query.offset
+   local decode = self:_decode_options(opts, false)
+   local limit = self:_page_size(query)
+   if query.limit and query.limit < limit then limit = query.limit end
+   if limit == 0 then
+      -- nothing wanted: Prefect would answer [] anyway
+      return decode.array_mt and setmetatable({}, decode.array_mt) or {}
+   end
+   local attempt = 1
+   while true do
+      local req, err, a, lim = self:_open_page(query, offset, limit, decode, attempt)
+      if not req then return nil, err end
+      limit = lim
+      local list, n = {}, 0
+      while true do
+         local v, verr = req:next()
+         if v ~= nil then
+            n = n + 1
+            list[n] = v
+         elseif verr then
+            err = verr
+            break
+         else
+            req:close()
+            if decode.array_mt then setmetatable(list, decode.array_mt) end
+            return list
+         end
+      end
+      req:close()
+      if not self.policy:may_retry(err, a) then
+         err.attempts = a
+         return nil, self:_scrub(err)
+      end
+      self.policy:wait(a, nil)
+      attempt = a + 1
+   end
+end
+
+--- The number of runs matching `q` (POST /task_runs/count).
+function Client:count(q)
+   local query = self:_query(q, nil, "client:count", 2)
+   local body = {}
+   for k, v in pairs(query.body) do
+      if k ~= "sort" then body[k] = v end
+   end
+   local n, err = self:_value("POST", "/task_runs/count", encode(body), {})
+   if n == nil then return nil, err end
+   if type(n) ~= "number" then
+      return nil, errors.new("protocol", {
+         message = "count answered " .. type(n) .. ", not a number",
+         url = errors.safe_url(self.url .. "/task_runs/count"),
+      })
+   end
+   if math.tointeger then n = math.tointeger(n) or n end
+   return n
+end
+
+local UUID = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$"
+
+--- One task run by id (GET /task_runs/{id}); a 404 is nil, err with status 404.
+function Client:task_run(id, opts)
+   if type(id) ~= "string" or not id:match(UUID) then
+      misuse("client:task_run: id must be a UUID string, got " .. (type(id) == "string"
+         and string.format("%q", id:sub(1, 60)) or type(id)), 2)
+   end
+   check_options(opts, DECODE, DECODE_NAMES, "client:task_run", 2)
+   return self:_value("GET", "/task_runs/" .. id:lower(), nil, self:_decode_options(opts, false))
+end
+
+--- The server's Prefect version (GET /admin/version), e.g. "3.8.3".
+function Client:server_version()
+   local v, err = self:_value("GET", "/admin/version", nil, {})
+   if v == nil then return nil, err end
+   if type(v) ~= "string" then
+      return nil, errors.new("protocol", {
+         message = "/admin/version answered " .. type(v) .. ", not a string",
+         url = errors.safe_url(self.url .. "/admin/version"),
+      })
+   end
+   return v
+end
+
+Client.page_body = client.page_body
+client.Client = Client
+return client

@@ -1,0 +1,126 @@
+--- The transport interface of lua-prefect over the C core's libcurl session.
+-- It knows nothing of Prefect: method, URL, headers and body go in; status,
+-- headers and a stream of decoded values come out. The C side reports errors
+-- as plain tables; here they become prefect.errors objects.
+
+local errors = require("prefect.errors")
+
+local core -- loaded on first use, so that requiring this module stays cheap
+
+local function load_core()
+   if not core then core = require("prefect.core") end
+   return core
+end
+
+local curl = {}
+
+local SESSION_OPTIONS = {
+   "timeout", "connect_timeout", "stall_timeout", "ca_file", "ca_path", "insecure", "http2",
+   "proxy", "noproxy", "max_response", "user_agent", "accept_encoding",
+}
+
+local DECODE_OPTIONS = {
+   "fields", "timestamps", "timestamp_fields", "null", "array_mt", "max_depth", "max_size",
+}
+
+-- A C error table (or a message) as a prefect error.
+local function wrap_error(err, url)
+   if errors.is(err) then return err end
+   if type(err) == "table" then
+      local kind = errors.KINDS[err.kind] and err.kind or "protocol"
+      return errors.new(kind, {
+         message = err.message and tostring(err.message) or nil,
+         url = err.url or url, code = err.code, offset = err.offset,
+      })
+   end
+   return errors.new("protocol", { message = tostring(err), url = url })
+end
+curl.wrap_error = wrap_error
+
+local Request = {}
+Request.__index = Request
+
+--- status, headers (lowercase name -> value) | nil, err
+function Request:response(timeout_ms)
+   local status, headers = self.raw:response(timeout_ms)
+   if status == nil then return nil, wrap_error(headers, self.url) end
+   return status, headers
+end
+
+--- The next decoded element | nil at the end of the body | nil, err
+function Request:next()
+   local v, err, offset = self.raw:next()
+   if v ~= nil then return v end
+   if err ~= nil then
+      if type(err) == "string" then
+         return nil, errors.new("decode", { message = err, url = self.url, offset = offset })
+      end
+      return nil, wrap_error(err, self.url)
+   end
+   return nil
+end
+
+--- Every element ready now (maybe none), and whether the body is complete.
+function Request:poll(timeout_ms)
+   local list, done = self.raw:poll(timeout_ms)
+   if list == nil then return nil, wrap_error(done, self.url) end
+   return list, done
+end
+
+--- The whole body, when it was not streamed into the decoder.
+function Request:body()
+   local s, err = self.raw:body()
+   if s == nil then return nil, wrap_error(err, self.url) end
+   return s
+end
+
+function Request:close()
+   if self.raw then self.raw:close() end
+end
+
+local Transport = {}
+Transport.__index = Transport
+
+--- A transport from the client's options (timeouts, TLS, limits, user agent).
+function curl.new(opts)
+   local c = load_core()
+   local s_opts = {}
+   for _, k in ipairs(SESSION_OPTIONS) do s_opts[k] = opts[k] end
+   local session = c.session(s_opts)
+   return setmetatable({ session = session }, Transport)
+end
+
+local function header_lines(headers)
+   local names = {}
+   for name in pairs(headers or {}) do names[#names + 1] = name end
+   table.sort(names) -- a stable order makes requests reproducible
+   local lines = {}
+   for i, name in ipairs(names) do lines[i] = name .. ": " .. tostring(headers[name]) end
+   return lines
+end
+curl.header_lines = header_lines
+
+--- Starts a request; returns a request object or nil, err.
+-- @tparam table r method, url, headers (name -> value), body, decode (decoder options or nil)
+function Transport:request(r)
+   local decoder
+   if r.decode then
+      local d_opts = {}
+      for _, k in ipairs(DECODE_OPTIONS) do
+         if not (k == "timestamps" and r.decode[k] == false) then d_opts[k] = r.decode[k] end
+      end
+      decoder = core.decoder(d_opts)
+   end
+   local raw, err = self.session:request{
+      method = r.method, url = r.url, headers = header_lines(r.headers),
+      body = r.body, decoder = decoder,
+   }
+   if not raw then return nil, wrap_error(err, r.url) end
+   return setmetatable({ raw = raw, url = errors.safe_url(r.url) }, Request)
+end
+
+function Transport:close()
+   if self.session then self.session:close() end
+end
+
+return curl
