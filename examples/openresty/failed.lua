@@ -1,0 +1,129 @@
+-- OpenResty content handler: the failed and crashed task runs of the last
+-- hour, as JSON (`/failed.json`, or `Accept: application/json`) or as a
+-- small HTML table (`/failed`). `?hours=N` widens the window (up to 720),
+-- `?limit=N` caps the rows (default 200, up to 1000).
+--
+-- The Prefect server comes from PREFECT_API_URL (and PREFECT_API_KEY or
+-- PREFECT_API_AUTH_STRING); nginx passes them to workers only when the
+-- config declares them with `env NAME;` (see nginx.conf next to this file).
+--
+-- Inside a content handler lua-prefect talks to Prefect over cosockets, so
+-- a slow Prefect never stalls the other requests of this worker.
+
+-- luacheck: globals ngx
+
+local prefect = require("prefect")
+local cjson = require("cjson.safe")
+
+-- One client per worker, made on first use; it keeps its connections in
+-- nginx's keepalive pool between requests.
+local client = package.loaded["examples.openresty.failed.client"]
+if not client then
+    client = prefect.client{ transport = "ngx", retries = 2, timeout = 20 }
+    package.loaded["examples.openresty.failed.client"] = client
+end
+
+local FIELDS = { "id", "name", "flow_run_id", "state", "start_time", "end_time", "total_run_time", "tags" }
+
+local function number_arg(name, default, max)
+    local v = tonumber(ngx.var["arg_" .. name])
+    if not v or v <= 0 then
+        return default
+    end
+    return math.min(v, max)
+end
+
+local function html_escape(s)
+    return (tostring(s):gsub("[&<>\"']", {
+        ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;", ["'"] = "&#39;",
+    }))
+end
+
+local function wants_json()
+    if ngx.var.uri:match("%.json$") then
+        return true
+    end
+    local accept = ngx.var.http_accept or ""
+    return accept:find("application/json", 1, true) ~= nil and not accept:find("text/html", 1, true)
+end
+
+local hours = number_arg("hours", 1, 720)
+local limit = number_arg("limit", 200, 1000)
+ngx.update_time()
+local query = {
+    state = { "FAILED", "CRASHED" },
+    started = { after = ngx.time() - math.floor(hours * 3600) },
+    sort = "END_TIME_DESC",
+    limit = math.floor(limit),
+}
+
+local rows = {}
+local ok, err = pcall(function()
+    for run in client:task_runs(query, { fields = FIELDS }) do
+        local state = type(run.state) == "table" and run.state or {}
+        rows[#rows + 1] = {
+            id = run.id,
+            name = run.name,
+            flow_run_id = run.flow_run_id,
+            state = state.name or state.type,
+            state_type = state.type,
+            message = state.message,
+            start_time = run.start_time,
+            end_time = run.end_time,
+            total_run_time = run.total_run_time,
+        }
+    end
+end)
+
+if not ok then
+    -- err is a prefect error (kind, status, message); never shows credentials.
+    ngx.log(ngx.ERR, "prefect: ", tostring(err))
+    ngx.status = ngx.HTTP_BAD_GATEWAY
+    if wants_json() then
+        ngx.header["Content-Type"] = "application/json"
+        ngx.say(cjson.encode({ error = {
+            kind = type(err) == "table" and err.kind or "lua",
+            status = type(err) == "table" and err.status or nil,
+            message = type(err) == "table" and err.message or tostring(err),
+        } }))
+    else
+        ngx.header["Content-Type"] = "text/html; charset=utf-8"
+        ngx.say("<!doctype html><title>Prefect unavailable</title><h1>Prefect unavailable</h1><p>",
+            html_escape(tostring(err)), "</p>")
+    end
+    return
+end
+
+if wants_json() then
+    ngx.header["Content-Type"] = "application/json"
+    if #rows == 0 then
+        -- Debian's lua-cjson 2.1.0 would encode an empty table as {}.
+        ngx.say(string.format('{"hours":%s,"count":0,"task_runs":[]}', cjson.encode(hours)))
+    else
+        ngx.say(cjson.encode({ hours = hours, count = #rows, task_runs = rows }))
+    end
+    return
+end
+
+ngx.header["Content-Type"] = "text/html; charset=utf-8"
+local out = {
+    "<!doctype html><html><head><meta charset=\"utf-8\"><title>Failed task runs</title>",
+    "<style>body{font-family:sans-serif}td,th{padding:2px 8px;text-align:left}",
+    "tr:nth-child(even){background:#f4f4f4}</style></head><body>",
+    string.format("<h1>%d failed or crashed task runs in the last %g hours</h1>", #rows, hours),
+}
+if #rows > 0 then
+    out[#out + 1] = "<table><tr><th>Task run</th><th>State</th><th>Started (UTC)</th>"
+        .. "<th>Run time</th><th>Flow run</th><th>Message</th></tr>"
+    for _, r in ipairs(rows) do
+        out[#out + 1] = string.format(
+            "<tr><td title=\"%s\">%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>",
+            html_escape(r.id), html_escape(r.name or "?"), html_escape(r.state or "?"),
+            html_escape(type(r.start_time) == "string" and r.start_time:sub(1, 19) or "-"),
+            type(r.total_run_time) == "number" and string.format("%.1f s", r.total_run_time) or "-",
+            html_escape(r.flow_run_id or "-"), html_escape(r.message or ""))
+    end
+    out[#out + 1] = "</table>"
+end
+out[#out + 1] = "</body></html>"
+ngx.print(table.concat(out, "\n"))

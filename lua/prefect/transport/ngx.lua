@@ -1,0 +1,785 @@
+--- The transport interface of lua-prefect over OpenResty cosockets
+-- (`ngx.socket.tcp`), for use inside nginx + ngx_lua, where a blocking
+-- libcurl call would stall every request on the worker.
+--
+-- HTTP/1.1 with Content-Length, chunked and read-until-close bodies; a
+-- keepalive pool per host, port, TLS, SNI and verify setting; TLS verified
+-- against nginx's `lua_ssl_trusted_certificate`; the body fed slice by
+-- slice into the C streaming decoder, so memory stays flat and the first
+-- element is handed out before the response is complete.
+--
+-- Loading this module outside nginx is fine (`usable` and `choose` work
+-- everywhere); making requests needs ngx_lua.
+-- @module prefect.transport.ngx
+
+local errors = require("prefect.errors")
+local http = require("prefect.transport.ngx_http")
+
+local M = {}
+
+M.name = "ngx"
+
+-- Phases where ngx_lua lets a handler use cosockets (and ngx.sleep).
+local COSOCKET_PHASES = {
+    rewrite = true, server_rewrite = true, access = true, content = true, timer = true,
+    ssl_cert = true, ssl_session_fetch = true, ssl_client_hello = true,
+}
+
+local DEFAULTS = {
+    timeout = 60, -- seconds for the whole exchange, as with libcurl's CURLOPT_TIMEOUT
+    connect_timeout = 10,
+    stall_timeout = 30, -- longest wait for any single read
+    max_response = 512 * 1024 * 1024,
+    user_agent = "lua-prefect/scm-1",
+    keepalive_timeout = 60, -- seconds an idle pooled connection is kept
+    keepalive_pool = 32, -- connections per pool
+    max_redirects = 5,
+    accept_encoding = true, -- ask for gzip when zlib is reachable through the FFI
+}
+
+local DECODE_OPTIONS = {
+    "fields", "timestamps", "timestamp_fields", "null", "array_mt", "max_depth", "max_size",
+}
+
+local function in_ngx_lua()
+    return type(ngx) == "table" and type(ngx.get_phase) == "function"
+end
+
+--- Whether this transport can run here and now: true, or false and the
+-- reason. Cosockets exist only inside ngx_lua, and only in the rewrite,
+-- access and content phases, in `ngx.timer.at` callbacks and in a few SSL
+-- phases; `init_by_lua`, `init_worker_by_lua`, header/body filters and log
+-- handlers refuse them.
+function M.usable()
+    if not in_ngx_lua() then
+        return false, "not running inside nginx with ngx_lua (no ngx.get_phase)"
+    end
+    local phase = ngx.get_phase()
+    if COSOCKET_PHASES[phase] then
+        return true
+    end
+    return false, "ngx_lua does not allow cosockets in the " .. tostring(phase) .. " phase"
+        .. " (only in rewrite, access, content and ngx.timer.at callbacks)"
+end
+
+--- The transport to use for the client option `transport` ("ngx",
+-- "curl" or nil = pick): "ngx" or "curl", or nil and an "invalid" error.
+-- With nil it picks "ngx" where cosockets work, "curl" outside nginx, and
+-- refuses the other nginx phases, where libcurl would block the worker,
+-- unless "curl" was asked for by name.
+function M.choose(requested)
+    if requested == "curl" then
+        return "curl"
+    end
+    if requested ~= nil and requested ~= "ngx" then
+        error("prefect: transport must be \"ngx\" or \"curl\", got " .. tostring(requested), 2)
+    end
+    local ok, why = M.usable()
+    if ok then
+        return "ngx"
+    end
+    if requested == nil and not in_ngx_lua() then
+        return "curl"
+    end
+    local msg = "cannot use the ngx transport: " .. why
+    if requested == nil then
+        msg = msg .. "; run the request from a content/access/rewrite handler or an ngx.timer.at"
+            .. " callback, or pass transport = \"curl\" to block this nginx worker on purpose"
+    end
+    return nil, errors.new("invalid", { message = msg })
+end
+
+local blocking_sleep
+
+--- Sleeps for the retry policy: with ngx.sleep where that yields to nginx
+-- (the phases with cosockets), else blocking (init_by_lua, init_worker_by_lua,
+-- filters and log handlers refuse ngx.sleep; only the curl transport runs there).
+function M.sleep(seconds)
+    if M.usable() then
+        return ngx.sleep(seconds)
+    end
+    if not blocking_sleep then
+        local ok, socket = pcall(require, "socket")
+        if ok and type(socket) == "table" and socket.sleep then
+            blocking_sleep = socket.sleep
+        else
+            blocking_sleep = function(s)
+                os.execute("sleep " .. string.format("%.3f", s))
+            end
+        end
+    end
+    return blocking_sleep(seconds)
+end
+
+local function now()
+    ngx.update_time()
+    return ngx.now()
+end
+
+-- scheme, host (no brackets), port, path+query, host header value; or nil, message.
+local function parse_url(url)
+    if type(url) ~= "string" then
+        return nil, "the url must be a string"
+    end
+    local scheme, rest = url:match("^(%a[%w+.-]*)://(.*)$")
+    if not scheme then
+        return nil, "not an absolute http(s) URL"
+    end
+    scheme = scheme:lower()
+    if scheme ~= "http" and scheme ~= "https" then
+        return nil, "unsupported URL scheme " .. scheme
+    end
+    local authority, target = rest:match("^([^/?#]*)(.*)$")
+    authority = authority:gsub("^.*@", "") -- credentials travel in headers, never in the URL
+    target = target:gsub("#.*$", "")
+    if target == "" or target:sub(1, 1) == "?" then
+        target = "/" .. target
+    end
+    local host, port
+    if authority:sub(1, 1) == "[" then
+        host, port = authority:match("^%[([^%]]+)%]:?(%d*)$")
+    else
+        host, port = authority:match("^([^:]+):?(%d*)$")
+    end
+    if not host or host == "" then
+        return nil, "no host in the URL"
+    end
+    local default_port = scheme == "https" and 443 or 80
+    port = tonumber(port) or default_port
+    if port < 1 or port > 65535 then
+        return nil, "bad port in the URL"
+    end
+    local host_header = authority:gsub("^.*@", "")
+    if port == default_port then
+        host_header = host_header:gsub(":%d+$", "")
+    end
+    return { scheme = scheme, host = host:lower(), port = port, target = target, host_header = host_header }
+end
+M.parse_url = parse_url
+
+local function is_ip_literal(host)
+    return host:match("^%d+%.%d+%.%d+%.%d+$") ~= nil or host:find(":", 1, true) ~= nil
+end
+
+local Request = {}
+Request.__index = Request
+
+local Transport = {}
+Transport.__index = Transport
+
+--- A transport from the client's options: `timeout`, `connect_timeout`,
+-- `stall_timeout` (seconds), `insecure`, `max_response` (bytes),
+-- `user_agent`, `keepalive_timeout` (seconds), `keepalive_pool`,
+-- `max_redirects`. `ca_file`/`ca_path` cannot be set per connection in
+-- ngx_lua: verification uses nginx's `lua_ssl_trusted_certificate`.
+function M.new(opts)
+    opts = opts or {}
+    local self = setmetatable({}, Transport)
+    for k, v in pairs(DEFAULTS) do
+        self[k] = v
+    end
+    for k in pairs(DEFAULTS) do
+        if opts[k] ~= nil then
+            self[k] = opts[k]
+        end
+    end
+    self.name = M.name
+    self.verify = not opts.insecure
+    self.proxy = opts.proxy
+    self.sleep = M.sleep
+    return self
+end
+
+local function fail(kind, message, url, extra)
+    local fields = { message = message, url = url }
+    if extra then
+        for k, v in pairs(extra) do
+            fields[k] = v
+        end
+    end
+    return errors.new(kind, fields)
+end
+
+-- Milliseconds left before the deadline, at most `cap` seconds; nil when past it.
+local function budget(deadline, cap)
+    local left = deadline - now()
+    if left <= 0 then
+        return nil
+    end
+    if cap and cap < left then
+        left = cap
+    end
+    local ms = math.floor(left * 1000)
+    return ms < 1 and 1 or ms
+end
+
+function Transport:_pool_name(u)
+    -- ngx_lua keys pools by host:port only; a connection verified for one SNI, or
+    -- opened without verification, must never serve a request that expects otherwise.
+    return table.concat({ "prefect", u.host, u.port, u.scheme == "https" and "tls" or "plain",
+        u.sni or "-", self.verify and "verify" or "noverify" }, ":")
+end
+
+-- Connects (or takes a pooled connection) and does the TLS handshake.
+-- Returns sock, reused | nil, err.
+function Transport:_connect(u, deadline, safe_url)
+    local sock = ngx.socket.tcp()
+    local ms = budget(deadline, self.connect_timeout)
+    if not ms then
+        return nil, fail("timeout", "timed out before connecting", safe_url)
+    end
+    sock:settimeouts(ms, ms, ms)
+    -- The nginx resolver does not read /etc/hosts; spare users a resolver for the usual name.
+    local addr = u.host == "localhost" and "127.0.0.1" or u.host
+    if addr:find(":", 1, true) then
+        addr = "[" .. addr .. "]" -- ngx_lua parses an IPv6 literal only in brackets
+    end
+    local ok, err = sock:connect(addr, u.port, { pool = self:_pool_name(u) })
+    if not ok then
+        local kind = err == "timeout" and "timeout" or "connect"
+        local msg = "connecting to " .. u.host .. ":" .. u.port .. ": " .. tostring(err)
+        return nil, fail(kind, msg, safe_url)
+    end
+    local reused = (sock:getreusedtimes() or 0) > 0
+    if u.scheme == "https" and not reused then
+        -- ngx_lua 0.10.23 sometimes raises instead of returning on a failed verification.
+        local pok, session, herr = pcall(sock.sslhandshake, sock, false, u.sni, self.verify)
+        if not pok or not session then
+            sock:close()
+            local why = pok and herr or session
+            local kind = why == "timeout" and "timeout" or "tls"
+            local msg = "TLS handshake with " .. u.host .. ":" .. u.port .. " failed: " .. tostring(why)
+            if kind == "tls" and self.verify then
+                msg = msg .. " (certificates are checked against nginx's lua_ssl_trusted_certificate)"
+            end
+            return nil, fail(kind, msg, safe_url)
+        end
+    end
+    return sock, reused
+end
+
+local function join_url(base, location)
+    if location:match("^%a[%w+.-]*://") then
+        return location
+    end
+    local origin = base.scheme .. "://" .. base.host_header
+    if base.port ~= (base.scheme == "https" and 443 or 80) and not base.host_header:find(":%d+$") then
+        origin = origin .. ":" .. base.port
+    end
+    if location:sub(1, 1) == "/" then
+        return origin .. location
+    end
+    local dir = base.target:gsub("[?#].*$", ""):gsub("[^/]*$", "")
+    return origin .. dir .. location
+end
+
+-- The bytes of one request to `u`, or nil and an "invalid" error.
+function Transport:_bytes(r, u, headers, safe_url)
+    local h = {}
+    local has_ua = false
+    for k, v in pairs(headers or {}) do
+        h[k] = v
+        if type(k) == "string" and k:lower() == "user-agent" then
+            has_ua = true
+        end
+    end
+    if not has_ua and self.user_agent then
+        h["User-Agent"] = self.user_agent
+    end
+    if self.accept_encoding and http.can_inflate() then
+        local has_ae = false
+        for k in pairs(h) do
+            if type(k) == "string" and k:lower() == "accept-encoding" then
+                has_ae = true
+            end
+        end
+        if not has_ae then
+            h["Accept-Encoding"] = "gzip"
+        end
+    end
+    local bytes, err = http.build_request(r.method or "GET", u.host_header, u.target, h, r.body)
+    if not bytes then
+        return nil, fail("invalid", err, safe_url)
+    end
+    return bytes
+end
+
+-- Checks that a TLS URL can be verified here; sets u.sni. nil, err when not.
+function Transport:_check_tls(u, safe_url)
+    if u.scheme ~= "https" then
+        return true
+    end
+    if not is_ip_literal(u.host) then
+        u.sni = u.host
+    elseif self.verify then
+        -- ngx_lua checks the certificate's name only against an SNI host name
+        -- (never an IP SAN): a verified connection to an IP would check the chain alone.
+        return nil, fail("tls", "cannot verify a certificate for the IP address " .. u.host
+            .. " inside nginx (ngx_lua matches host names only): use the server's host name"
+            .. " in the URL, or insecure = true", safe_url)
+    end
+    return true
+end
+
+--- Starts a request: connects (or takes a pooled connection) and sends it.
+-- The response head is read by the first response(), next() or body(), so a
+-- caller can start the next page while it reads this one.
+-- Returns a request object, or nil and a prefect error.
+-- @tparam table r method, url, headers (name -> value), body, decode (decoder options or nil)
+function Transport:request(r)
+    local safe_url = errors.safe_url(r.url)
+    if self.closed then
+        return nil, fail("invalid", "the transport is closed", safe_url)
+    end
+    if self.proxy then
+        return nil, fail("invalid", "the ngx transport does not support proxies", safe_url)
+    end
+    local ok, why = M.usable()
+    if not ok then
+        return nil, fail("invalid", "the ngx transport cannot run here: " .. why, safe_url)
+    end
+    local u, uerr = parse_url(r.url)
+    if not u then
+        return nil, fail("invalid", uerr, safe_url)
+    end
+    local tok, terr = self:_check_tls(u, safe_url)
+    if not tok then
+        return nil, terr
+    end
+    local bytes, berr = self:_bytes(r, u, r.headers, safe_url)
+    if not bytes then
+        return nil, berr
+    end
+    local req = setmetatable({
+        transport = self, r = r, u = u, headers = r.headers, bytes = bytes, url = safe_url,
+        deadline = now() + self.timeout, redirects = 0, received = 0, chunks = {}, eof = false,
+    }, Request)
+    req.consume = function(piece)
+        return req:_consume(piece)
+    end
+    local sent, serr = req:_send()
+    if not sent then
+        return nil, serr
+    end
+    return req
+end
+
+function Transport:close()
+    self.closed = true
+end
+
+-- Connects and sends the request's bytes; a pooled connection that turns out
+-- to be dead is dropped and the next one (or a new one) tried.
+function Request:_send()
+    local t = self.transport
+    for _ = 0, t.keepalive_pool do
+        local sock, reused = t:_connect(self.u, self.deadline, self.url)
+        if not sock then
+            return self:_fail_early(reused)
+        end
+        local ms = budget(self.deadline)
+        if not ms then
+            sock:close()
+            return self:_fail_early(fail("timeout", "timed out after " .. t.timeout .. " s", self.url))
+        end
+        sock:settimeouts(ms, ms, ms)
+        local sent, err = sock:send(self.bytes)
+        if sent then
+            self.sock, self.reused = sock, reused
+            return true
+        end
+        sock:close()
+        if not reused or err == "timeout" then
+            local kind = err == "timeout" and "timeout" or "connect"
+            return self:_fail_early(fail(kind, "sending the request: " .. tostring(err), self.url))
+        end
+    end
+    return self:_fail_early(fail("connect", "every pooled connection was dead", self.url))
+end
+
+function Request:_fail_early(err)
+    self.failed = err
+    return nil, err
+end
+
+-- Reads the response head (once), following 307/308 redirects, and sets up
+-- the body reader and the decoder. true | nil, err.
+function Request:_head()
+    if self.head then
+        return true
+    end
+    if self.failed then
+        return nil, self.failed
+    end
+    local t = self.transport
+    local head
+    while true do
+        local read_ms = budget(self.deadline, t.stall_timeout)
+        if not read_ms then
+            return self:_fail("timeout", "timed out after " .. t.timeout .. " s waiting for the response")
+        end
+        self.sock:settimeouts(read_ms, read_ms, read_ms)
+        local err, class, got_bytes
+        head, err, class, got_bytes = http.read_head(self.sock)
+        if not head then
+            self.sock:close()
+            self.sock = nil
+            if self.reused and not got_bytes and class ~= "timeout" and not self.closing then
+                -- The server closed this pooled connection while it was idle.
+                local ok, serr = self:_send()
+                if not ok then
+                    return nil, serr
+                end
+            else
+                local kind = class == "timeout" and "timeout"
+                    or class == "protocol" and "protocol" or "connect"
+                if kind == "timeout" then
+                    err = err .. string.format(" (no response for %.3g s)", read_ms / 1000)
+                end
+                return self:_fail(kind, err)
+            end
+        else
+            local location = head.headers["location"]
+            -- 307 and 308 keep the method and body, so a POST can follow them.
+            if not ((head.status == 307 or head.status == 308) and location) then
+                break
+            end
+            local ok, rerr = self:_redirect(location)
+            if not ok then
+                return nil, rerr
+            end
+        end
+    end
+
+    local reader, rerr = http.body_reader(self.sock, head, self.r.method or "GET")
+    if not reader then
+        return self:_fail("protocol", rerr)
+    end
+    self.head, self.reader = head, reader
+    if reader.length and reader.length > t.max_response then
+        return self:_fail("too_large", string.format("response of %d bytes is over the limit of %d bytes",
+            reader.length, t.max_response))
+    end
+    local encoding = (head.headers["content-encoding"] or "identity"):lower()
+    if encoding == "gzip" or encoding == "x-gzip" or encoding == "deflate" then
+        local inflater, ierr = http.inflater()
+        if not inflater then
+            return self:_fail("protocol", "cannot decode Content-Encoding " .. encoding .. ": " .. ierr)
+        end
+        self.inflater = inflater
+    elseif encoding ~= "identity" then
+        return self:_fail("protocol", "unsupported Content-Encoding " .. encoding)
+    end
+    local ctype = (head.headers["content-type"] or ""):lower()
+    local decode = self.r.decode
+    if decode and head.status >= 200 and head.status < 300 and ctype:find("json", 1, true) then
+        local d_opts = {}
+        for _, k in ipairs(DECODE_OPTIONS) do
+            -- timestamps = false means "as sent", which is the decoder's default.
+            if not (k == "timestamps" and decode[k] == false) then
+                d_opts[k] = decode[k]
+            end
+        end
+        self.decoder = require("prefect.core").decoder(d_opts)
+    end
+    return true
+end
+
+-- Sends the request again to `location`. true | nil, err.
+function Request:_redirect(location)
+    local t = self.transport
+    self.sock:close()
+    self.sock = nil
+    self.redirects = self.redirects + 1
+    if self.redirects > t.max_redirects then
+        return self:_fail("protocol", "more than " .. t.max_redirects .. " redirects")
+    end
+    local u = self.u
+    local next_u = parse_url(join_url(u, location))
+    if not next_u then
+        return self:_fail("protocol", "redirect to an unusable location")
+    end
+    if next_u.scheme ~= u.scheme or next_u.host ~= u.host or next_u.port ~= u.port then
+        -- Credentials go only to the origin they were meant for.
+        local kept = {}
+        for k, v in pairs(self.headers or {}) do
+            local lower = type(k) == "string" and k:lower()
+            if lower ~= "authorization" and lower ~= "cookie" then
+                kept[k] = v
+            end
+        end
+        self.headers = kept
+    end
+    self.url = errors.safe_url(join_url(next_u, next_u.target))
+    local ok, terr = t:_check_tls(next_u, self.url)
+    if not ok then
+        return self:_fail_early(terr)
+    end
+    local bytes, berr = t:_bytes(self.r, next_u, self.headers, self.url)
+    if not bytes then
+        return self:_fail_early(berr)
+    end
+    self.u, self.bytes = next_u, bytes
+    return self:_send()
+end
+
+--- status, headers (lowercase name -> value; repeated ones joined by ", ")
+-- | nil, err. Waits for the response head the first time.
+function Request:response()
+    local ok, err = self:_head()
+    if not ok then
+        return nil, err
+    end
+    return self.head.status, self.head.headers
+end
+
+-- Reads one slice of the body into the decoder or the chunk list.
+-- Returns true (a slice arrived), false (the body is complete) or nil, err.
+function Request:_fill()
+    if self.eof then
+        return false
+    end
+    if self.failed then
+        return nil, self.failed
+    end
+    local ms = budget(self.deadline, self.transport.stall_timeout)
+    if not ms then
+        return self:_fail("timeout", "timed out after " .. self.transport.timeout .. " s reading the body")
+    end
+    self.sock:settimeouts(ms, ms, ms)
+    local data, err, class = self.reader.read()
+    if data == nil then
+        -- As with libcurl: a broken connection (reset) may be retried like a failed
+        -- connect, a body cut short or malformed is a protocol error.
+        local kind = class == "timeout" and "timeout" or class == "io" and "connect" or "protocol"
+        if kind == "timeout" then
+            err = err .. string.format(" (nothing for %.3g s)", ms / 1000)
+        end
+        return self:_fail(kind, err)
+    end
+    if data == false then
+        if self.inflater and not self.inflater.ended then
+            return self:_fail("protocol", "the compressed body ended before its compressed stream did")
+        end
+        self.eof = true
+        self:_release()
+        return false
+    end
+    if self.inflater then
+        local ok, ierr = self.inflater:feed(data, self.consume)
+        if not ok then
+            if self.failed then
+                return nil, self.failed
+            end
+            return self:_fail("protocol", ierr)
+        end
+        return true
+    end
+    local ok = self.consume(data)
+    if not ok then
+        return nil, self.failed
+    end
+    return true
+end
+
+-- Takes decoded body bytes: counts them against max_response and feeds them to
+-- the decoder (or keeps them for body()). true | nil, message (self.failed set).
+function Request:_consume(data)
+    self.received = self.received + #data
+    if self.received > self.transport.max_response then
+        self:_fail("too_large", string.format("response is over the limit of %d bytes",
+            self.transport.max_response))
+        return nil, "too large"
+    end
+    if self.decoder then
+        if not self.feed_error then
+            local ok, derr, offset = self.decoder:feed(data)
+            if not ok then
+                -- The elements completed before the bad byte are still handed out by
+                -- next(); the error follows them.
+                self.feed_error = { derr, offset }
+            end
+        end
+    else
+        self.chunks[#self.chunks + 1] = data
+    end
+    return true
+end
+
+function Request:_fail(kind, message, extra)
+    local fields = { status = self.head and self.head.status }
+    for k, v in pairs(extra or {}) do
+        fields[k] = v
+    end
+    self.failed = fail(kind, message, self.url, fields)
+    self:close()
+    return nil, self.failed
+end
+
+-- Gives a cleanly finished connection back to the pool.
+function Request:_release()
+    local sock = self.sock
+    if not sock then
+        return
+    end
+    self.sock = nil
+    local t = self.transport
+    if self.reader.reusable then
+        local ok = sock:setkeepalive(t.keepalive_timeout * 1000, t.keepalive_pool)
+        if ok then
+            return
+        end
+    end
+    sock:close()
+end
+
+--- The next decoded element | nil at the end of the body | nil, err.
+-- Only for requests made with `decode` whose response was 2xx JSON.
+function Request:next()
+    local ok, herr = self:_head()
+    if not ok then
+        return nil, herr
+    end
+    local d = self.decoder
+    if not d then
+        if self.failed then
+            return nil, self.failed
+        end
+        return nil, fail("invalid", "this response is not being decoded (not a 2xx JSON body); use body()",
+            self.url)
+    end
+    while true do
+        if self.failed then
+            return nil, self.failed
+        end
+        local v, err, offset = d:next()
+        if v ~= nil then
+            return v
+        end
+        if err ~= nil then
+            return self:_fail("decode", err, { offset = offset })
+        end
+        if d:done() then
+            -- Whatever follows the document (normally nothing) must still be read
+            -- for the connection to be reusable.
+            while not self.eof do
+                local more, ferr = self:_fill()
+                if more == nil then
+                    return nil, ferr
+                end
+            end
+            return nil
+        end
+        if self.finished then
+            return self:_fail("decode", "the response ended before its JSON document did")
+        end
+        if self.feed_error then
+            return self:_fail("decode", self.feed_error[1], { offset = self.feed_error[2] })
+        end
+        if self.eof then
+            local finished, ferr, foffset = d:finish()
+            if not finished then
+                return self:_fail("decode", ferr, { offset = foffset })
+            end
+            self.finished = true
+        else
+            local more, ferr = self:_fill()
+            if more == nil then
+                return nil, ferr
+            end
+        end
+    end
+end
+
+--- The whole body as a string, when it was not streamed into the decoder.
+function Request:body()
+    local ok, herr = self:_head()
+    if not ok then
+        return nil, herr
+    end
+    if self.decoder then
+        return nil, fail("invalid", "the body was streamed into the decoder; use next()", self.url)
+    end
+    while true do
+        local more, err = self:_fill()
+        if more == nil then
+            return nil, err
+        elseif more == false then
+            break
+        end
+    end
+    local s = table.concat(self.chunks)
+    self.chunks = { s }
+    return s
+end
+
+--- Not available: inside nginx, next() already yields to other requests.
+function Request:poll()
+    return nil, fail("invalid", "poll() is for the curl transport; with cosockets use next()", self.url)
+end
+
+-- Most body bytes close() reads to save a connection, how long it waits for
+-- them, and how long for a head not yet read (short: a remote server's answer
+-- is not worth holding the caller for; one already here costs nothing).
+local SALVAGE_BYTES, SALVAGE_SECONDS, SALVAGE_HEAD_SECONDS = 64 * 1024, 0.05, 0.005
+
+-- A request closed before its end, whose response is small and already (or
+-- nearly) here, such as the page a pager fetched ahead and did not need:
+-- reading the rest keeps the connection for the next request. true when the
+-- connection went back to the pool.
+function Request:_salvage()
+    if self.failed or not self.reader or not self.head then
+        return false
+    end
+    local reader = self.reader
+    if not reader.length or reader.length - reader.received > SALVAGE_BYTES then
+        return false
+    end
+    local ms = budget(math.min(self.deadline, now() + SALVAGE_SECONDS))
+    if not ms then
+        return false
+    end
+    self.sock:settimeouts(ms, ms, ms)
+    while true do
+        local data = reader.read()
+        if data == false then
+            self.eof = true
+            self:_release()
+            return true
+        elseif data == nil then
+            return false
+        end
+    end
+end
+
+--- Ends the request. A connection whose response was read to its end goes
+-- back to nginx's keepalive pool; so does one whose small remaining body
+-- arrives within a few milliseconds; any other is closed. Safe to call more
+-- than once.
+function Request:close()
+    if self.sock and not self.eof and self:_head_if_ready() then
+        self:_salvage()
+    end
+    if self.sock then
+        self.sock:close()
+        self.sock = nil
+    end
+end
+
+-- Whether the head is (or can quickly be) read: true | false.
+function Request:_head_if_ready()
+    if self.head then
+        return true
+    end
+    if self.failed or self.redirects > 0 then
+        return false
+    end
+    local deadline = self.deadline
+    self.deadline = math.min(deadline, now() + SALVAGE_HEAD_SECONDS)
+    self.closing = true
+    local ready = self:_head()
+    self.deadline = deadline
+    return ready == true and not self.failed
+end
+
+return M

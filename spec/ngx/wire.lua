@@ -1,0 +1,43 @@
+--- A content handler that writes exact bytes on the raw downstream socket, so
+-- spec/ngx_spec.lua can check the cosocket transport's HTTP/1.1 reader on
+-- framings the test server never produces: GET /wire?case=<name>.
+-- luacheck: globals ngx
+
+local wire = {}
+
+wire.CASES = {
+    -- chunk extensions, a chunk boundary inside a value, and a trailer
+    chunk_ext_trailer = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        .. "Transfer-Encoding: chunked\r\n\r\n"
+        .. "5;name=val\r\n[1,2,\r\n3\r\n3]\n\r\n0\r\nX-Trailer: yes\r\n\r\n",
+    -- an interim 100 before the real response
+    interim = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        .. "Content-Length: 7\r\n\r\n[1,2,3]",
+    -- no length: the body ends when the connection does
+    until_close = "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n[1,2,3]",
+    bad_chunk_size = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        .. "zz\r\n[1]\r\n0\r\n\r\n",
+    short_body = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n[1,2,3]",
+    short_chunk = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        .. "10\r\n[1,2",
+    gzip_transfer_coding = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        .. "Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+    not_http = "HELLO THERE\r\n\r\n",
+    huge_head = "HTTP/1.1 200 OK\r\n"
+        .. string.rep("X-Filler: " .. string.rep("x", 100) .. "\r\n", 1000) .. "\r\n",
+}
+
+function wire.handle()
+    local bytes = wire.CASES[ngx.var.arg_case]
+    if not bytes then
+        ngx.status = 404
+        ngx.say("no such case")
+        return
+    end
+    local sock = assert(ngx.req.socket(true))
+    sock:send(bytes)
+    -- 444: nginx closes the connection without writing anything of its own.
+    ngx.exit(444)
+end
+
+return wire
