@@ -1,0 +1,69 @@
+-- The script examples/host/host.c runs in its 60 fps frame loop. At start-up
+-- it counts the matching runs (a blocking call, as a loading screen would);
+-- then every frame polls the read with poll(0), which never waits, and
+-- "draws" what arrived. The host measures the frames; report() says what
+-- was received, so the host can compare it with the count.
+--
+-- usage (through the host): host [...] frames.lua [--fault SPEC] [--page-size N] [--state S,S]
+--   --fault SPEC   sent as X-Test-Fault (the bundled test server's fault injection),
+--                  e.g. "delay_ms=300; drip_bytes=2048; drip_ms=5" for a slow server
+-- The server is PREFECT_API_URL, as for every example.
+
+local here = debug.getinfo(1, "S").source:match("^@(.*)[/\\]") or "."
+package.path = here .. "/../lib/?.lua;" .. package.path
+local cli = require("cli")
+cli.setup(here .. "/..")
+
+local host = require("host") -- registered by the C host: now(), budget
+local core = require("prefect.core") -- registered statically by the C host
+
+local NAME = "frames.lua"
+local opts = cli.parse({ ... }, {
+   name = NAME, usage = "usage: host [options] frames.lua [--fault SPEC] [--page-size N] [--state S,S]",
+   options = { fault = "string", ["page-size"] = "count", state = "list" },
+})
+
+local headers = opts.fault and { ["X-Test-Fault"] = opts.fault } or nil
+local client = cli.client(NAME, {
+   clock = host.now, -- the host's monotonic clock: poll's timeouts and retry times use it
+   headers = headers,
+   page_size = opts.page_size,
+})
+local query = { state = opts.state }
+
+-- Counted without the fault: the count is the reference, not the thing measured.
+local counter = cli.client(NAME)
+local expected, err = counter:count(query)
+if not expected then cli.fail(NAME, err) end
+counter:close()
+
+io.stdout:write(string.format("frames.lua: prefect.core %s (linked into the host), %d runs to read\n",
+   core._VERSION, expected))
+
+local app = {}
+local handle
+local received, distinct, seen = 0, 0, {}
+local failure
+
+function app.frame(frame_number)
+   if frame_number == 1 then handle = client:start(query) end
+   local runs, done = handle:poll(0) -- never waits: the frame goes on with what is there
+   if runs == nil then
+      failure = tostring(done)
+      return true
+   end
+   for _, run in ipairs(runs) do
+      received = received + 1
+      if not seen[run.id] then
+         seen[run.id] = true
+         distinct = distinct + 1
+      end
+   end
+   return done
+end
+
+function app.report()
+   return { received = received, distinct = distinct, expected = expected, error = failure }
+end
+
+return app

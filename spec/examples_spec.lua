@@ -1,0 +1,414 @@
+-- The example scripts and the C host, run as a user runs them: as separate
+-- processes, from another directory, without LUA_PATH/LUA_CPATH (each finds
+-- the checkout from its own location), against the test server. Their output
+-- is checked against the recorded dataset itself.
+
+local test_server = require("test_server")
+local cjson = require("cjson")
+local socket = require("socket")
+
+local function absolute(path)
+   if path:sub(1, 1) == "/" then return path end
+   local pwd = io.popen("pwd")
+   local dir = pwd:read("*l")
+   pwd:close()
+   return dir .. "/" .. path
+end
+
+local ROOT = absolute(test_server.ROOT)
+local LUA = os.getenv("PREFECT_TEST_LUA") or "lua5.4"
+local FIXTURE = ROOT .. "/spec/fixtures/dataset-2.19.9.json"
+
+local function quote(s)
+   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+local function read_file(path)
+   local f = assert(io.open(path, "rb"))
+   local s = f:read("*a")
+   f:close()
+   return s
+end
+
+-- Runs a command line in /tmp with a clean Lua environment; returns
+-- { out = stdout, err = stderr, status = exit status }.
+local function sh(command, env)
+   local base = os.tmpname()
+   local words = { "cd /tmp && env -u LUA_PATH -u LUA_CPATH",
+      "-u PREFECT_API_KEY -u PREFECT_API_AUTH_STRING" }
+   for k, v in pairs(env or {}) do words[#words + 1] = k .. "=" .. quote(v) end
+   words[#words + 1] = command
+   os.execute(("%s > %s 2> %s; echo $? > %s"):format(table.concat(words, " "), quote(base .. ".out"),
+      quote(base .. ".err"), quote(base .. ".rc")))
+   local result = {
+      out = read_file(base .. ".out"), err = read_file(base .. ".err"),
+      status = tonumber(read_file(base .. ".rc")),
+   }
+   for _, suffix in ipairs({ "", ".out", ".err", ".rc" }) do os.remove(base .. suffix) end
+   return result
+end
+
+local function example(name, args, env)
+   local words = { quote(LUA), quote(ROOT .. "/examples/" .. name) }
+   for _, a in ipairs(args or {}) do words[#words + 1] = quote(a) end
+   return sh(table.concat(words, " "), env)
+end
+
+local function lines(s)
+   local out = {}
+   for line in s:gmatch("([^\n]*)\n") do out[#out + 1] = line end
+   return out
+end
+
+-- A port nothing listens on: bound, then closed.
+local function closed_port()
+   local s = assert(socket.bind("127.0.0.1", 0))
+   local _, port = s:getsockname()
+   s:close()
+   return port
+end
+
+local dataset = cjson.decode(read_file(FIXTURE))
+
+---------------------------------------------------------------------------
+-- A small XML well-formedness check: nested, matched tags; quoted, unique
+-- attributes; no stray "<" or bad "&" in text. Returns the elements found.
+
+local NAME = "[%a_:][%w_:%.%-]*"
+
+local function check_text(text, where)
+   assert(not text:find("<", 1, true), "a raw < in " .. where)
+   for entity in text:gmatch("&([^;]*);?") do
+      assert(entity:match("^%a+$") or entity:match("^#%d+$") or entity:match("^#x%x+$"),
+         "a bad entity &" .. entity .. " in " .. where)
+   end
+   assert(not text:find("&[^;]*$"), "an unterminated entity in " .. where)
+end
+
+local function parse_xml(s)
+   local stack, elements, pos, roots = {}, {}, 1, 0
+   s = s:gsub("^<%?xml[^>]*%?>", "", 1)
+   while pos <= #s do
+      local lt = s:find("<", pos, true)
+      local text = s:sub(pos, (lt or #s + 1) - 1)
+      if #stack == 0 then
+         assert(text:match("^%s*$"), "text outside the root element")
+      else
+         check_text(text, "text")
+      end
+      if not lt then break end
+      if s:sub(lt, lt + 3) == "<!--" then
+         local close = assert(s:find("-->", lt + 4, true), "an unterminated comment")
+         pos = close + 3
+      elseif s:sub(lt + 1, lt + 1) == "/" then
+         local name, after = s:match("^</(" .. NAME .. ")%s*>()", lt)
+         assert(name, "a bad end tag at byte " .. lt)
+         assert(stack[#stack] == name, "</" .. name .. "> closes <" .. tostring(stack[#stack]) .. ">")
+         stack[#stack] = nil
+         pos = after
+      else
+         local name, rest = s:match("^<(" .. NAME .. ")()", lt)
+         assert(name, "a bad start tag at byte " .. lt)
+         if #stack == 0 then roots = roots + 1 end
+         local attrs, p = {}, rest
+         while true do
+            local ws, key, q, after = s:match("^(%s*)(" .. NAME .. ")%s*=%s*([\"'])()", p)
+            if not key then break end
+            assert(#ws > 0, "attributes without space between them in <" .. name .. ">")
+            local close = assert(s:find(q, after, true), "an unterminated attribute value")
+            local value = s:sub(after, close - 1)
+            check_text(value, "attribute " .. key)
+            assert(attrs[key] == nil, "attribute " .. key .. " twice in <" .. name .. ">")
+            attrs[key] = value
+            p = close + 1
+         end
+         local self_closing, after = s:match("^%s*(/?)>()", p)
+         assert(after, "a bad tag <" .. name .. "> at byte " .. lt)
+         elements[#elements + 1] = { name = name, attrs = attrs, depth = #stack + 1 }
+         if self_closing == "" then stack[#stack + 1] = name end
+         pos = after
+      end
+   end
+   assert(#stack == 0, "unclosed <" .. tostring(stack[#stack]) .. ">")
+   assert(roots == 1, "expected one root element, got " .. roots)
+   return elements
+end
+
+describe("the XML check itself", function()
+   it("accepts well-formed documents and refuses broken ones", function()
+      assert.equal(3, #parse_xml('<?xml version="1.0"?>\n<a x="1"><b/><c y=\'&amp;\'>t &lt; u</c></a>\n'))
+      for _, bad in ipairs({ "<a><b></a></b>", "<a>", "<a x=1/>", "<a x='1' x='2'/>", "<a>&</a>",
+         "<a>1 < 2</a>", "<a/><b/>", "<a y='1'z='2'/>" }) do
+         assert.has_error(function() parse_xml(bad) end, nil, bad)
+      end
+   end)
+end)
+
+---------------------------------------------------------------------------
+
+describe("examples", function()
+   local srv, env
+   setup(function()
+      srv = test_server.start{ dataset = "fixture", prefect = 2 }
+      env = { PREFECT_API_URL = srv.url }
+   end)
+   teardown(function() if srv then srv:stop() end end)
+
+   for _, name in ipairs({ "failed.lua", "export.lua", "durations.lua", "timeline.lua" }) do
+      describe(name, function()
+         it("prints its usage with --help", function()
+            local r = example(name, { "--help" })
+            assert.equal(0, r.status)
+            assert.matches("^usage: " .. name:gsub("%.", "%%."), r.out)
+            assert.matches("PREFECT_API_URL", r.out)
+         end)
+
+         it("fails with one line and exit 1 on a wrong argument", function()
+            local r = example(name, { "--bogus" }, env)
+            assert.equal(1, r.status)
+            assert.equal(name .. ": unknown argument --bogus (see --help)\n", r.err)
+            r = example(name, { "--retries", "many" }, env)
+            assert.equal(1, r.status)
+            assert.equal(1, #lines(r.err), r.err)
+            assert.matches("%-%-retries needs a whole number", r.err)
+         end)
+
+         it("fails with one line and exit 1 when the server is unreachable", function()
+            local args = { "--retries", "0" }
+            if name == "timeline.lua" then
+               args[3], args[4] = "--flow-run", "cfbb3a8b-6fce-415b-ac8e-7404cc6de155"
+            end
+            local url = "http://127.0.0.1:" .. closed_port() .. "/api"
+            local r = example(name, args, { PREFECT_API_URL = url })
+            assert.equal(1, r.status)
+            assert.equal(1, #lines(r.err), r.err)
+            assert.matches("^" .. name:gsub("%.", "%%.") .. ": prefect: connect ", r.err)
+            assert.not_matches("traceback", r.err)
+            assert.equal("", r.out)
+         end)
+      end)
+   end
+
+   describe("failed.lua", function()
+      it("lists the failed and crashed runs grouped by flow run", function()
+         local want, flow_runs, n_flow_runs = 0, {}, 0
+         for _, run in ipairs(dataset.task_runs) do
+            local failed = run.state_type == "FAILED" or run.state_type == "CRASHED"
+            if failed and run.start_time ~= cjson.null then
+               want = want + 1
+               local key = run.flow_run_id ~= cjson.null and run.flow_run_id or "(no flow run)"
+               if not flow_runs[key] then
+                  flow_runs[key] = true
+                  n_flow_runs = n_flow_runs + 1
+               end
+            end
+         end
+         local r = example("failed.lua", { "--hours", "100000" }, env)
+         assert.equal(0, r.status, r.err)
+         local out = lines(r.out)
+         assert.equal(("%d failed or crashed task runs in %d flow runs (last 100000 hours)"):format(want,
+            n_flow_runs), out[1])
+         assert.equal(want + 4, #out) -- summary, blank, header, rule, one row a run
+      end)
+   end)
+
+   describe("export.lua", function()
+      it("writes every run as one JSON line, nulls kept, with plain progress lines", function()
+         local r = example("export.lua", {}, env)
+         assert.equal(0, r.status, r.err)
+         local by_id = {}
+         for _, run in ipairs(dataset.task_runs) do by_id[run.id] = run end
+         local out, seen = lines(r.out), {}
+         assert.equal(#dataset.task_runs, #out)
+         for _, line in ipairs(out) do
+            local run = cjson.decode(line)
+            assert.is_nil(seen[run.id])
+            seen[run.id] = true
+            local want = assert(by_id[run.id], "an id not in the dataset")
+            assert.equal(want.name, run.name)
+            assert.equal(want.state_type, run.state_type)
+            assert.equal(want.start_time, run.start_time) -- a string, or cjson.null when there is none
+            assert.same(want.tags, run.tags)
+            assert.equal(want.state.message, run.state.message)
+         end
+         -- not a terminal: plain progress lines, the count first and the total at the end
+         local progress = lines(r.err)
+         local total = #dataset.task_runs
+         assert.equal(("export: 0/%d runs (0%%), 0 runs/s, ETA -"):format(total), progress[1])
+         assert.matches(("^export: %d/%d runs %%(100%%%%%%), %%d+ runs/s, ETA 0s$"):format(total, total),
+            progress[#progress])
+      end)
+
+      it("exports only the matching runs, up to the limit", function()
+         local failed = 0
+         for _, run in ipairs(dataset.task_runs) do
+            if run.state_type == "FAILED" then failed = failed + 1 end
+         end
+         local r = example("export.lua", { "--state", "failed", "--no-progress" }, env)
+         assert.equal(0, r.status, r.err)
+         assert.equal("", r.err)
+         assert.equal(failed, #lines(r.out))
+         for _, line in ipairs(lines(r.out)) do assert.equal("FAILED", cjson.decode(line).state_type) end
+         r = example("export.lua", { "--limit", "7" }, env)
+         assert.equal(7, #lines(r.out))
+         assert.matches("export: 7/7 runs", r.err)
+      end)
+
+      it("refuses a state that is not one, in one line", function()
+         local r = example("export.lua", { "--state", "DONE" }, env)
+         assert.equal(1, r.status)
+         assert.equal(1, #lines(r.err))
+         assert.matches('"DONE" is not a state type', r.err)
+      end)
+   end)
+
+   describe("durations.lua", function()
+      -- nearest-rank, as the script documents
+      local function percentile(sorted, p)
+         return sorted[math.max(1, math.ceil(p / 100 * #sorted))]
+      end
+      local function seconds(cell)
+         return tonumber(cell:match("^([%d.]+)s$"))
+      end
+
+      it("prints p50, p90, p99 and max per task key, aligned", function()
+         local by_key = {}
+         for _, run in ipairs(dataset.task_runs) do
+            if run.end_time ~= cjson.null and type(run.total_run_time) == "number" then
+               by_key[run.task_key] = by_key[run.task_key] or {}
+               table.insert(by_key[run.task_key], run.total_run_time)
+            end
+         end
+         local r = example("durations.lua", {}, env)
+         assert.equal(0, r.status, r.err)
+         local out = lines(r.out)
+         assert.matches("^300 task runs read, %d+ finished, %d+ task keys$", out[1])
+         local header, rule = out[3], out[4]
+         assert.matches("^TASK KEY%s+RUNS%s+P50%s+P90%s+P99%s+MAX$", header)
+         assert.matches("^%-+  %-+  %-+  %-+  %-+  %-+$", rule)
+         local rows = 0
+         for i = 5, #out do
+            local line = out[i]
+            assert.equal(#rule, #line, "every row ends where the rule does (numbers right-aligned)")
+            local key, n, p50, p90, p99, max = line:match("^(%S+)%s+(%d+)%s+(%S+)%s+(%S+)%s+(%S+)%s+(%S+)$")
+            assert.is_truthy(key, line)
+            local list = assert(by_key[key], "an unknown task key " .. key)
+            table.sort(list)
+            assert.equal(#list, tonumber(n))
+            for _, pair in ipairs({ { p50, 50 }, { p90, 90 }, { p99, 99 } }) do
+               assert.is_true(math.abs(seconds(pair[1]) - percentile(list, pair[2])) < 0.0006, line)
+            end
+            assert.is_true(math.abs(seconds(max) - list[#list]) < 0.0006, line)
+            rows = rows + 1
+         end
+         local keys = 0
+         for _ in pairs(by_key) do keys = keys + 1 end
+         assert.equal(keys, rows)
+      end)
+   end)
+
+   describe("timeline.lua", function()
+      local FLOW_RUN = "cfbb3a8b-6fce-415b-ac8e-7404cc6de155"
+
+      it("draws well-formed SVG with one bar per task run, coloured by state, legend and axis", function()
+         local states, want = {}, 0
+         for _, run in ipairs(dataset.task_runs) do
+            if run.flow_run_id == FLOW_RUN then
+               want = want + 1
+               states[run.state_type] = (states[run.state_type] or 0) + 1
+            end
+         end
+         assert.is_true(want > 10)
+         local r = example("timeline.lua", { "--flow-run", FLOW_RUN }, env)
+         assert.equal(0, r.status, r.err)
+         local elements = parse_xml(r.out)
+         assert.equal("svg", elements[1].name)
+         local bars, colour_of, legend_texts, axis_labels = {}, {}, 0, 0
+         for _, e in ipairs(elements) do
+            if e.name == "rect" and e.attrs.class == "run" then
+               local state = e.attrs["data-state"]
+               bars[state] = (bars[state] or 0) + 1
+               -- one colour per state, a different one for each
+               colour_of[state] = colour_of[state] or e.attrs.fill
+               assert.equal(colour_of[state], e.attrs.fill)
+               assert.is_true(tonumber(e.attrs.width) > 0)
+            end
+         end
+         assert.same(states, bars)
+         local colours = {}
+         for state, colour in pairs(colour_of) do
+            assert.is_nil(colours[colour], state .. " shares its colour")
+            colours[colour] = true
+         end
+         for tag in r.out:gmatch('<g class="legend">(.-)</g>') do
+            for _ in tag:gmatch("<text") do legend_texts = legend_texts + 1 end
+         end
+         for tag in r.out:gmatch('<g class="axis"[^>]*>(.-)</g>') do
+            for _ in tag:gmatch("<text") do axis_labels = axis_labels + 1 end
+         end
+         local n_states = 0
+         for _ in pairs(states) do n_states = n_states + 1 end
+         assert.equal(n_states, legend_texts)
+         assert.is_true(axis_labels >= 3, "axis labels: " .. axis_labels)
+      end)
+
+      it("writes to --output, and escapes what it prints", function()
+         local path = os.tmpname()
+         finally(function() os.remove(path) end)
+         local r = example("timeline.lua", { "--flow-run", FLOW_RUN, "--output", path }, env)
+         assert.equal(0, r.status, r.err)
+         assert.equal("", r.out)
+         local svg = read_file(path)
+         parse_xml(svg)
+         -- the dataset's "50%-sample" task names come through as text
+         assert.matches("50%%%-sample", svg)
+      end)
+
+      it("needs --flow-run, and says when the flow run has no task runs", function()
+         local r = example("timeline.lua", {}, env)
+         assert.equal(1, r.status)
+         assert.equal("timeline.lua: --flow-run ID is required (see --help)\n", r.err)
+         r = example("timeline.lua", { "--flow-run", "00000000-0000-0000-0000-000000000000" }, env)
+         assert.equal(1, r.status)
+         assert.equal("timeline.lua: no task runs in flow run 00000000-0000-0000-0000-000000000000\n", r.err)
+      end)
+   end)
+end)
+
+---------------------------------------------------------------------------
+
+describe("the C host (examples/host)", function()
+   local srv, dir
+   setup(function()
+      srv = test_server.start{ dataset = { generate = 2000, seed = 1, shape = 3 } }
+      dir = os.tmpname()
+      os.remove(dir)
+      assert(os.execute("mkdir -p " .. quote(dir)))
+   end)
+   teardown(function()
+      if srv then srv:stop() end
+      if dir then os.execute("rm -rf " .. quote(dir)) end
+   end)
+
+   it("reads every run in a 60 fps loop against a slow server without stalling a frame", function()
+      local build = sh(("cc -std=c99 -Wall -Wextra -Werror -pedantic -D_POSIX_C_SOURCE=200809L -O2"
+         .. " -o %s %s %s $(pkg-config --cflags --libs lua5.4 libcurl) -lpthread"):format(
+         quote(dir .. "/host"), quote(ROOT .. "/examples/host/host.c"), ROOT .. "/csrc/*.c"))
+      assert.equal(0, build.status, build.err)
+      -- No LUA_CPATH (see sh): prefect.core can only come from the host itself. The frame bound is
+      -- loose so that a loaded machine never fails it, and still far below what a loop that blocked
+      -- on the server would show (300 ms before each answer, then a page dripped over ~0.5 s).
+      local r = sh(("%s --max-frame-ms 75 %s --fault %s"):format(quote(dir .. "/host"),
+         quote(ROOT .. "/examples/host/frames.lua"), quote("delay_ms=300; drip_bytes=2048; drip_ms=5")),
+         { PREFECT_API_URL = srv.url })
+      io.stderr:write("\n[examples_spec] C host:\n", r.out, r.err)
+      assert.equal(0, r.status, r.out .. r.err)
+      assert.matches("prefect.core scm%-1 %(linked into the host%), 2000 runs to read", r.out)
+      assert.matches("runs: 2000 received, 2000 distinct, 2000 expected", r.out)
+      local frames = tonumber(r.out:match("frames: (%d+) in"))
+      assert.is_true(frames > 30, "the read took " .. tostring(frames) .. " frames: was the server slow?")
+      local worst = tonumber(r.out:match("query in flight: worst frame ([%d.]+) ms"))
+      assert.is_true(worst < 75, "worst frame " .. tostring(worst) .. " ms")
+      assert.matches("2 passed, 0 failed", r.out)
+   end)
+end)

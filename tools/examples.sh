@@ -1,0 +1,63 @@
+#!/bin/sh
+# Builds the C host (examples/host/host.c with prefect.core linked in
+# statically), starts the test server with a slow fault (a delay before each
+# answer, then the body dripped out in small pieces), and runs
+# examples/host/frames.lua in the host's 60 fps loop. Prints the host's
+# figures and one closing line:
+#   N passed, N failed
+# and exits non-zero if anything failed.
+# Usage: tools/examples.sh
+#   MAX_FRAME_MS  the worst frame allowed while the query is in flight
+#                 (default: the 16.7 ms budget + 5 ms)
+#   HOST_OUT      where to build the host (default build/examples)
+set -u
+cd "$(dirname "$0")/.." || exit 1
+root=$(pwd)
+out=${HOST_OUT:-build/examples}
+mkdir -p "$out"
+
+CC=${CC:-cc}
+# shellcheck disable=SC2046 # pkg-config's output is a list of words
+$CC -std=c99 -Wall -Wextra -Werror -pedantic -D_POSIX_C_SOURCE=200809L \
+    -DPREFECT_VERSION='"scm-1"' -O2 -g -o "$out/host" examples/host/host.c csrc/*.c \
+    $(pkg-config --cflags --libs lua5.4 libcurl) -lpthread || {
+    echo "0 passed, 1 failed"
+    exit 1
+}
+
+tmp=$(mktemp -d)
+server_pid=
+cleanup() {
+    [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null
+    rm -rf "$tmp"
+}
+trap cleanup EXIT INT TERM
+
+LUA_PATH="$root/lua/?.lua;$root/lua/?/init.lua;;" \
+    lua5.4 bin/prefect-test-server --generate 2000 --seed 1 --port-file "$tmp/port" \
+    >"$tmp/server.out" 2>"$tmp/server.err" &
+server_pid=$!
+i=0
+while [ ! -s "$tmp/port" ] && [ $i -lt 100 ]; do
+    sleep 0.1
+    i=$((i + 1))
+done
+if [ ! -s "$tmp/port" ]; then
+    echo "examples: the test server did not start:" >&2
+    cat "$tmp/server.err" >&2
+    echo "0 passed, 1 failed"
+    exit 1
+fi
+
+# The host registers prefect.core itself: an empty LUA_CPATH-free environment
+# shows that it never loads core.so (lua-cjson and luasocket come from the system).
+env -u LUA_PATH -u LUA_CPATH PREFECT_API_URL="http://127.0.0.1:$(cat "$tmp/port")/api" \
+    "$out/host" --max-frame-ms "${MAX_FRAME_MS:-21.7}" examples/host/frames.lua \
+    --fault "delay_ms=300; drip_bytes=2048; drip_ms=5" >"$tmp/host.out" 2>&1
+rc=$?
+cat "$tmp/host.out"
+if ! grep -qE '^[0-9]+ passed, [0-9]+ failed$' "$tmp/host.out"; then
+    echo "0 passed, 1 failed"
+    exit 1
+fi
+exit $rc
