@@ -1,6 +1,6 @@
 -- The Prefect API of the bundled test server, as a pure function of a request:
 --   local app = api.new{ data = dataset, prefect = 2|3, base_path = "/api", api_key = nil,
---                        auth_string = nil, csrf = false, default_limit = 200 }
+--                        auth_string = nil, csrf = false, default_limit = 200, cache_runs = 20000 }
 --   local status, headers, body = app:handle{ method =, path =, query =, headers = {lowercase → value},
 --                                             body = raw string | nil }
 -- It answers the way a real Prefect server does (Prefect 2.19 with prefect = 2, 3.x with prefect = 3):
@@ -31,6 +31,35 @@ local REDUCED_KEYS = { "id", "created", "updated", "name", "flow_run_id", "task_
    "task_version", "task_inputs", "empirical_policy", "tags", "start_time", "end_time", "total_run_time",
    "estimated_run_time", "estimated_start_time_delta" }
 
+local DEFAULT_CACHE_RUNS = 20000
+
+-- A cache of at most 2 * limit entries (no limit: a plain table). Entries go into `young`; when it
+-- is full it becomes `old` and the previous `old` is dropped. A hit in `old` moves the entry back
+-- into `young`, so what is read again and again stays, and what was read once goes away.
+local function new_cache(limit)
+   return { young = {}, old = {}, count = 0, limit = limit }
+end
+
+local function cache_put(cache, i, s)
+   local limit = cache.limit
+   if limit and cache.count >= limit then
+      cache.old, cache.young, cache.count = cache.young, {}, 0
+   end
+   cache.young[i] = s
+   cache.count = cache.count + 1
+end
+
+local function cache_get(cache, i)
+   local s = cache.young[i]
+   if s or not cache.limit then return s end
+   s = cache.old[i]
+   if s then
+      cache.old[i] = nil
+      cache_put(cache, i, s)
+   end
+   return s
+end
+
 function M.new(opts)
    opts = opts or {}
    local ds = assert(opts.data, "api.new: `data` (a dataset) is required")
@@ -49,8 +78,13 @@ function M.new(opts)
    self.server_version = ds.server_version or (self.prefect == 3 and "3.8.3" or "2.19.9")
    self.api_version = ds.api_version or "0.8.4"
    self.store = query.new_store(ds)
-   self.encoded = {} -- task-run index -> JSON text, filled on first use
-   self.encoded_reduced = {}
+   -- task-run index -> JSON text, filled on first use. A recorded dataset is small and kept whole; a
+   -- generated one can have millions of runs (~1.9 KB of text each), so its texts live in a cache of
+   -- two generations of at most `cache_runs` entries each: reading every page of a large dataset
+   -- keeps the server's memory flat, and a dataset of up to `cache_runs` runs stays fully cached.
+   local bounded = ds.build_task_run and (opts.cache_runs or DEFAULT_CACHE_RUNS) or nil
+   self.encoded = new_cache(bounded)
+   self.encoded_reduced = new_cache(bounded)
    self.csrf_tokens = {}
    self.token_counter = 0
    self.clock = opts.clock or os.time
@@ -70,22 +104,24 @@ function App:task_run_object(i)
 end
 
 function App:task_run_json(i)
-   local s = self.encoded[i]
+   local cache = self.encoded
+   local s = cache_get(cache, i)
    if not s then
       s = json.encode(self:task_run_object(i))
-      self.encoded[i] = s
+      cache_put(cache, i, s)
    end
    return s
 end
 
 function App:task_run_reduced_json(i)
-   local s = self.encoded_reduced[i]
+   local cache = self.encoded_reduced
+   local s = cache_get(cache, i)
    if not s then
       local run = self:task_run_object(i)
       local t = {}
       for _, k in ipairs(REDUCED_KEYS) do t[k] = run[k] end
       s = json.encode(json.object(REDUCED_KEYS, t))
-      self.encoded_reduced[i] = s
+      cache_put(cache, i, s)
    end
    return s
 end
