@@ -26,7 +26,7 @@ CURL_LIB  = $(shell pkg-config --libs libcurl)
 export LUA_PATH  := $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/support/?.lua;;
 export LUA_CPATH := $(CURDIR)/$(BUILD)/?.so;;
 
-.PHONY: all build build-all deps test spec lint demo clean rock
+.PHONY: all build build-all deps test spec lint demo clean rock ctest valgrind fuzz bench examples
 
 all: build
 
@@ -45,15 +45,39 @@ build-all:
 	@$(MAKE) --no-print-directory build LUA=luajit
 
 lint:
-	luacheck -q --no-color lua spec examples bench bin/prefect-test-server
-	clang-format --dry-run -Werror csrc/*.c csrc/*.h
+	luacheck -q --no-color lua spec examples bench tools/*.lua bin/prefect-test-server
+	clang-format --dry-run -Werror csrc/*.c csrc/*.h tests/c/*.c bench/*.c fuzz/*.c examples/host/*.c
 
 # The busted specs under one flavour (LUA=...), without the set-up.
 spec: build
 	@tools/test.sh $(LUA)
 
+# Everything, on a fresh machine: packages, both builds, lint, the rock, the
+# specs under Lua 5.4 and LuaJIT, the C tests, valgrind, and a short fuzz run.
 test: deps build-all lint
-	@tools/test.sh lua5.4 luajit
+	@tools/rock.sh lua5.4
+	@tools/rock.sh luajit
+	@tools/test.sh lua5.4 luajit ctest valgrind fuzz
+
+ctest: deps
+	@tools/test.sh ctest
+
+# The decoder and transport specs under valgrind memcheck (LUA=... picks the flavour).
+valgrind: deps build
+	@LUA=$(LUA) tools/valgrind.sh spec/decode_spec.lua spec/transport_spec.lua
+
+# FUZZ_SECONDS=600 make fuzz
+fuzz: deps
+	@tools/fuzz.sh $${FUZZ_SECONDS:-600}
+
+# The C host that embeds Lua 5.4 and polls a slow server at 60 frames a second.
+examples: deps build
+	@tools/examples.sh
+
+# Benchmarks against peers, printing ratios (not part of make test): about 3 minutes;
+# BENCH=--full reads 1,000,000 runs end to end (about 10 minutes).
+bench: deps build-all
+	@tools/bench.sh $(BENCH)
 
 demo: deps build
 	@LUA=$(LUA) tools/demo.sh

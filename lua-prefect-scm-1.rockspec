@@ -34,12 +34,21 @@ build = {
    type = "builtin",
    modules = {
       ["prefect.core"] = {
-         sources = { "csrc/core.c", "csrc/decode.c", "csrc/decode_time.c", "csrc/http_error.c", "csrc/http_request.c", "csrc/http_session.c", "csrc/http_transfer.c" },
+         sources = {
+            "csrc/core.c",
+            "csrc/decode.c",
+            "csrc/decode_time.c",
+            "csrc/http_error.c",
+            "csrc/http_request.c",
+            "csrc/http_session.c",
+            "csrc/http_transfer.c",
+         },
          defines = { "_POSIX_C_SOURCE=200809L", 'PREFECT_VERSION="scm-1"' },
          incdirs = { "$(CURL_INCDIR)" },
          libdirs = { "$(CURL_LIBDIR)" },
          libraries = { "curl", "pthread" },
       },
+      ["prefect.calendar"] = "lua/prefect/calendar.lua",
       ["prefect.client"] = "lua/prefect/client.lua",
       ["prefect.errors"] = "lua/prefect/errors.lua",
       ["prefect.filter"] = "lua/prefect/filter.lua",

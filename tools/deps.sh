@@ -6,7 +6,8 @@ set -eu
 packages="gcc make pkg-config ca-certificates openssl curl
 lua5.4 liblua5.4-dev luajit2 libluajit2-5.1-dev
 lua-cjson lua-busted lua-socket lua-sec lua-zlib lua-check luarocks
-libcurl4-openssl-dev clang clang-format valgrind libclang-rt-14-dev $*"
+libcurl4-openssl-dev clang clang-format valgrind libclang-rt-14-dev
+nginx libnginx-mod-http-lua $*"
 
 missing=""
 for p in $packages; do

@@ -1,36 +1,91 @@
 #!/bin/sh
-# Runs the busted specs under each interpreter given (lua5.4, luajit) against
-# its own build of prefect.core, then prints one closing line for all of them:
+# Runs the test stages named on the command line (default: all of them) and
+# prints one closing line for everything:
 #   N passed, N failed, N skipped
-# and exits non-zero if anything failed.
+# exiting non-zero if anything failed.
+#   lua5.4, luajit  the busted specs under that interpreter and its build
+#   ctest           the C tests (tests/c), e.g. two threads with their own lua_State
+#   valgrind        the decoder and transport specs under valgrind memcheck
+#   fuzz            the decoder's libFuzzer target for $FUZZ_SECONDS (default 60)
+# Stages other than busted and ctest count as one check each.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 root=$(pwd)
+[ $# -gt 0 ] || set -- lua5.4 luajit ctest valgrind fuzz
 
-passed=0 failed=0 skipped=0 status=0
-for lua in "$@"; do
-    echo "== specs under $lua"
-    out=$(mktemp)
-    LUA_PATH="$root/lua/?.lua;$root/lua/?/init.lua;$root/spec/support/?.lua;;" \
-    LUA_CPATH="$root/build/$lua/?.so;;" \
-    PREFECT_TEST_LUA="$lua" \
-        "$lua" /usr/bin/busted -o plainTerminal spec 2>&1 | tee "$out"
-    rc=$?
-    # "12 successes / 1 failure / 0 errors / 2 pending : 1.2 seconds"
-    line=$(grep -E '^[0-9]+ success(es)? / [0-9]+ failures? / [0-9]+ errors? / [0-9]+ pending' "$out" | tail -n 1)
-    rm -f "$out"
-    if [ -z "$line" ]; then
-        echo "tools/test.sh: busted under $lua printed no totals" >&2
-        failed=$((failed + 1)) status=1
-        continue
+passed=0 failed=0 skipped=0
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+count_check() { # name, exit code
+    if [ "$2" -eq 0 ]; then
+        passed=$((passed + 1))
+    else
+        echo "tools/test.sh: $1 failed" >&2
+        failed=$((failed + 1))
     fi
-    ok=$(echo "$line" | awk '{print $1}')
-    bad=$(echo "$line" | awk '{print $4 + $7}')
-    pend=$(echo "$line" | awk '{print $10}')
-    passed=$((passed + ok)) failed=$((failed + bad)) skipped=$((skipped + pend))
-    [ "$bad" -eq 0 ] || status=1
-    [ "$ok" -gt 0 ] || status=1
+}
+
+run_busted() { # interpreter
+    echo "== specs under $1"
+    tally=$(mktemp)
+    LUA_PATH="$root/lua/?.lua;$root/lua/?/init.lua;$root/spec/support/?.lua;;" \
+    LUA_CPATH="$root/build/$1/?.so;;" \
+    PREFECT_TEST_LUA="$1" PREFECT_TALLY_FILE="$tally" \
+        "$1" /usr/bin/busted -o "$root/tools/busted_tally.lua" spec
+    rc=$?
+    totals=$(cat "$tally")
+    rm -f "$tally"
+    if [ -z "$totals" ]; then
+        count_check "busted under $1 (no totals: exit $rc)" 1
+        return
+    fi
+    set -- $totals
+    passed=$((passed + $1)) failed=$((failed + $2 + $3)) skipped=$((skipped + $4))
+    if [ "$rc" -ne 0 ] && [ $(($2 + $3)) -eq 0 ]; then
+        count_check "busted (exit $rc)" 1
+    fi
+}
+
+run_ctest() {
+    echo "== C tests"
+    tools/ctest.sh >"$log" 2>&1
+    rc=$?
+    cat "$log"
+    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -n 1)
+    if [ -z "$line" ]; then
+        count_check "C tests (no totals printed)" 1
+        return
+    fi
+    set -- $line
+    passed=$((passed + $1)) failed=$((failed + $3))
+    if [ "$rc" -ne 0 ] && [ "$3" -eq 0 ]; then
+        count_check "C tests (exit $rc)" 1
+    fi
+}
+
+for stage in "$@"; do
+    case "$stage" in
+        lua5.4 | luajit) run_busted "$stage" ;;
+        ctest) run_ctest ;;
+        valgrind)
+            echo "== valgrind memcheck: decoder and transport specs"
+            tools/valgrind.sh spec/decode_spec.lua spec/transport_spec.lua
+            count_check "valgrind memcheck" $?
+            ;;
+        fuzz)
+            echo "== fuzzing the decoder for ${FUZZ_SECONDS:-60} s"
+            tools/fuzz.sh "${FUZZ_SECONDS:-60}" >"$log" 2>&1
+            rc=$?
+            tail -n 15 "$log"
+            count_check "decoder fuzzing" $rc
+            ;;
+        *)
+            echo "tools/test.sh: unknown stage $stage" >&2
+            exit 2
+            ;;
+    esac
 done
 
 echo "$passed passed, $failed failed, $skipped skipped"
-exit $status
+[ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]
