@@ -202,6 +202,7 @@ describe("streaming and prefetch", function()
          waited = waited + 0.05
       end
       assert.equal(2, srv:stats().requests)
+      c:close()
    end)
 
    it("does not prefetch when told not to", function()
