@@ -9,6 +9,8 @@
 --   number  a Lua number for integers; a float written with a fraction or exponent is a box
 --           json.float(x) so that 0.0 encodes as 0.0 and 2.5 can be told from 2
 --   string, boolean as themselves
+local calendar = require("prefect.calendar")
+
 local M = {}
 
 local byte, char, sub, find, format = string.byte, string.char, string.sub, string.find, string.format
@@ -433,31 +435,7 @@ local function uuid7(r, ms)
       .. sub(s, 21, 32)
 end
 
--- Days from 1970-01-01 to a civil date (proleptic Gregorian), and back.
-local function days_from_civil(y, m, d)
-   if m <= 2 then y = y - 1 end
-   local era = floor(y / 400)
-   local yoe = y - era * 400
-   local mp = (m + 9) % 12
-   local doy = floor((153 * mp + 2) / 5) + d - 1
-   local doe = yoe * 365 + floor(yoe / 4) - floor(yoe / 100) + doy
-   return era * 146097 + doe - 719468
-end
-M.days_from_civil = days_from_civil
-
-local function civil_from_days(z)
-   z = z + 719468
-   local era = floor(z / 146097)
-   local doe = z - era * 146097
-   local yoe = floor((doe - floor(doe / 1460) + floor(doe / 36524) - floor(doe / 146096)) / 365)
-   local y = yoe + era * 400
-   local doy = doe - (365 * yoe + floor(yoe / 4) - floor(yoe / 100))
-   local mp = floor((5 * doy + 2) / 153)
-   local d = doy - floor((153 * mp + 2) / 5) + 1
-   local m = mp < 10 and mp + 3 or mp - 9
-   if m <= 2 then y = y + 1 end
-   return y, m, d
-end
+local days_from_civil, civil_from_days = calendar.days_from_civil, calendar.civil_from_days
 
 -- Microseconds since the epoch --> Prefect's text: shape 2 "+00:00" with 6 digits always,
 -- shape 3 "Z" with the fraction dropped when it is zero.

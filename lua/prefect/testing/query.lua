@@ -5,6 +5,7 @@
 -- Runs are kept as columns (store.tr.*) with NULL as `false`, timestamps as microseconds since
 -- the epoch; every sort order is computed once and cached, so a page is a walk along a cached
 -- order that stops as soon as offset + limit matches are found.
+local calendar = require("prefect.calendar")
 local dataset = require("prefect.testing.dataset")
 
 local json = dataset.json
@@ -79,7 +80,7 @@ local function parse_iso(s, v3)
    if h > 23 then return nil, "hour must be in 0..23" end
    if mi > 59 then return nil, "minute must be in 0..59" end
    if sec > 59 then return nil, "second must be in 0..59" end
-   local secs = dataset.days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - off
+   local secs = calendar.days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - off
    return secs * 1000000 + us
 end
 M.parse_timestamp = function(s) return (parse_iso(s, false)) end
