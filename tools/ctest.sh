@@ -22,29 +22,18 @@ for src in tests/c/*.c; do
 done
 
 tmp=$(mktemp -d)
-server_pid=
+. tools/lib/test-server.sh
 cleanup() {
-    [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null
+    stop_test_server
     rm -rf "$tmp"
 }
 trap cleanup EXIT INT TERM
 
-LUA_PATH="$root/lua/?.lua;$root/lua/?/init.lua;;" \
-    $lua bin/prefect-test-server --generate 1000 --seed 1 --port-file "$tmp/port" \
-    >"$tmp/server.out" 2>"$tmp/server.err" &
-server_pid=$!
-i=0
-while [ ! -s "$tmp/port" ] && [ $i -lt 100 ]; do
-    sleep 0.1
-    i=$((i + 1))
-done
-if [ ! -s "$tmp/port" ]; then
-    echo "ctest: the test server did not start:" >&2
-    cat "$tmp/server.err" >&2
+if ! start_test_server "$lua" --generate 1000 --seed 1; then
     echo "0 passed, 1 failed"
     exit 1
 fi
-url="http://127.0.0.1:$(cat "$tmp/port")/api"
+url=$TEST_SERVER_URL
 
 passed=0 failed=0 status=0
 for src in tests/c/*.c; do

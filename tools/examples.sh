@@ -26,32 +26,21 @@ $CC -std=c99 -Wall -Wextra -Werror -pedantic -D_POSIX_C_SOURCE=200809L \
 }
 
 tmp=$(mktemp -d)
-server_pid=
+. tools/lib/test-server.sh
 cleanup() {
-    [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null
+    stop_test_server
     rm -rf "$tmp"
 }
 trap cleanup EXIT INT TERM
 
-LUA_PATH="$root/lua/?.lua;$root/lua/?/init.lua;;" \
-    lua5.4 bin/prefect-test-server --generate 2000 --seed 1 --port-file "$tmp/port" \
-    >"$tmp/server.out" 2>"$tmp/server.err" &
-server_pid=$!
-i=0
-while [ ! -s "$tmp/port" ] && [ $i -lt 100 ]; do
-    sleep 0.1
-    i=$((i + 1))
-done
-if [ ! -s "$tmp/port" ]; then
-    echo "examples: the test server did not start:" >&2
-    cat "$tmp/server.err" >&2
+if ! start_test_server lua5.4 --generate 2000 --seed 1; then
     echo "0 passed, 1 failed"
     exit 1
 fi
 
 # The host registers prefect.core itself: an empty LUA_CPATH-free environment
 # shows that it never loads core.so (lua-cjson and luasocket come from the system).
-env -u LUA_PATH -u LUA_CPATH PREFECT_API_URL="http://127.0.0.1:$(cat "$tmp/port")/api" \
+env -u LUA_PATH -u LUA_CPATH PREFECT_API_URL="$TEST_SERVER_URL" \
     "$out/host" --max-frame-ms "${MAX_FRAME_MS:-21.7}" examples/host/frames.lua \
     --fault "delay_ms=300; drip_bytes=2048; drip_ms=5" >"$tmp/host.out" 2>&1
 rc=$?
