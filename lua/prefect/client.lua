@@ -418,16 +418,25 @@ local function escape_pattern(s)
    return (s:gsub("[%^%$%(%)%%%.%[%]%*%+%-%?]", "%%%0"))
 end
 
--- Removes the client's credentials from every string field of err.
+local function scrub_table(t, words, seen)
+   if seen[t] then return end
+   seen[t] = true
+   for k, v in pairs(t) do
+      if type(v) == "string" then
+         for _, w in ipairs(words) do v = v:gsub(escape_pattern(w), "***") end
+         t[k] = v
+      elseif type(v) == "table" then
+         scrub_table(v, words, seen)
+      end
+   end
+end
+
+-- Removes the client's credentials from every string err holds, at any depth
+-- (err.body is the server's decoded error body, which may echo them).
 function Client:_scrub(err)
    local words = secrets[self].words
    if #words == 0 or type(err) ~= "table" then return err end
-   for k, v in pairs(err) do
-      if type(v) == "string" then
-         for _, w in ipairs(words) do v = v:gsub(escape_pattern(w), "***") end
-         err[k] = v
-      end
-   end
+   scrub_table(err, words, {})
    return err
 end
 
