@@ -26,7 +26,7 @@ CURL_LIB  = $(shell pkg-config --libs libcurl)
 export LUA_PATH  := $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/support/?.lua;;
 export LUA_CPATH := $(CURDIR)/$(BUILD)/?.so;;
 
-.PHONY: all build build-all deps test spec lint demo clean rock ctest valgrind fuzz bench examples
+.PHONY: all build build-all deps test spec lint demo clean rock ctest valgrind fuzz bench examples asan
 
 all: build
 
@@ -53,14 +53,19 @@ spec: build
 	@tools/test.sh $(LUA)
 
 # Everything, on a fresh machine: packages, both builds, lint, the rock, the
-# specs under Lua 5.4 and LuaJIT, the C tests, valgrind, and a short fuzz run.
+# specs under Lua 5.4 and LuaJIT, the C tests, valgrind, every spec against an
+# ASan + UBSan build, and a short fuzz run.
 test: deps build-all lint
 	@tools/rock.sh lua5.4
 	@tools/rock.sh luajit
-	@tools/test.sh lua5.4 luajit ctest valgrind fuzz
+	@tools/test.sh lua5.4 luajit ctest valgrind asan fuzz
 
 ctest: deps
 	@tools/test.sh ctest
+
+# Every spec under Lua 5.4 against a build of prefect.core with ASan + UBSan.
+asan: deps
+	@tools/test.sh asan
 
 # The decoder and transport specs under valgrind memcheck (LUA=... picks the flavour).
 valgrind: deps build

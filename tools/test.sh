@@ -6,12 +6,13 @@
 #   lua5.4, luajit  the busted specs under that interpreter and its build
 #   ctest           the C tests (tests/c), e.g. two threads with their own lua_State
 #   valgrind        the decoder and transport specs under valgrind memcheck
+#   asan            every spec under lua5.4 with prefect.core built with ASan + UBSan
 #   fuzz            the decoder's libFuzzer target for $FUZZ_SECONDS (default 60)
 # Stages other than busted and ctest count as one check each.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 root=$(pwd)
-[ $# -gt 0 ] || set -- lua5.4 luajit ctest valgrind fuzz
+[ $# -gt 0 ] || set -- lua5.4 luajit ctest valgrind asan fuzz
 
 passed=0 failed=0 skipped=0
 log=$(mktemp)
@@ -72,6 +73,13 @@ for stage in "$@"; do
             echo "== valgrind memcheck: decoder and transport specs"
             tools/valgrind.sh spec/decode_spec.lua spec/transport_spec.lua
             count_check "valgrind memcheck" $?
+            ;;
+        asan)
+            echo "== every spec under ASan + UBSan (lua5.4)"
+            tools/asan.sh >"$log" 2>&1
+            rc=$?
+            tail -n 25 "$log"
+            count_check "ASan/UBSan run" $rc
             ;;
         fuzz)
             echo "== fuzzing the decoder for ${FUZZ_SECONDS:-60} s"
