@@ -12,9 +12,9 @@
 --   first     time to the first run of a 200-run page whose body drips slowly, and to its last.
 --   prefetch  a server that waits D ms before each page, a caller that spends C ms per page:
 --             wall time per page with prefetch on and off.
---   pipeline  what keeping n page requests in flight would give (design input for a
---             `concurrency = n` option): a loop over prefect.core sessions with n requests
---             open, handing out runs in order, against the same delaying server.
+--   pipeline  keeping n page requests in flight: the prototype (a loop over a prefect.core
+--             session with n requests open, handing out runs in order) and the client's
+--             `concurrency = n` option, against the same delaying server.
 --
 -- Each measurement runs in a fresh child process (`--child ...`), so peak RSS and CPU belong to
 -- that read alone; numbers are medians over the repetitions, ratios are of medians from this run.
@@ -199,6 +199,26 @@ function child.pipeline(url, delay_ms, pages, n)
    assert(run_all(pages) == pages * PAGE)
    emit{ { "per_page", (socket.gettime() - t0) / pages } }
    session:close()
+end
+
+-- concurrency <url> <delay_ms> <pages> <n> <limit|count>: wall seconds per page of
+-- client:task_runs(q, {concurrency = n}); "limit" gives the query a limit of pages * 200, "count"
+-- gives none, so the client counts first and reads to the end of the dataset (pages + 1 pages).
+function child.concurrency(url, delay_ms, pages, n, total)
+   local prefect = require("prefect")
+   pages, n = tonumber(pages), tonumber(n)
+   local client = prefect.client{ url = url, retries = 0, accept_encoding = false, api_key = false,
+      headers = { ["X-Test-Fault"] = "delay_ms=" .. delay_ms } }
+   -- warm: as many connections as the timed read keeps busy
+   for _ in client:task_runs({ limit = n * PAGE }, { concurrency = n }) do end -- luacheck: ignore 512
+   local q = { sort = "ID_DESC", limit = total == "limit" and pages * PAGE or nil }
+   local t0 = socket.gettime()
+   local count = 0
+   for _ in client:task_runs(q, { concurrency = n }) do count = count + 1 end
+   local read_pages = math.ceil(count / PAGE)
+   assert(count == (total == "limit" and pages or pages + 1) * PAGE, "read " .. count)
+   emit{ { "per_page", (socket.gettime() - t0) / read_pages } }
+   client:close()
 end
 
 -- breakdown <url>: where a run's CPU goes, in one process: one 200-run page decoded by lua-cjson
@@ -498,6 +518,17 @@ local function section_pipeline(cfg, server_lua)
          io.write(("  core, %d request(s) in flight, in order %8s/page  (x%.2f faster than no prefetch)\n")
             :format(n, fmt_ms(m), base / m))
       end
+      for _, case in ipairs(cfg.pipeline_client) do
+         local n, total = case[1], case[2]
+         local list = {}
+         for _ = 1, cfg.reps do
+            list[#list + 1] = run_child("lua5.4", "concurrency", srv.url, tostring(d),
+               tostring(cfg.pipeline_pages), tostring(n), total).per_page
+         end
+         local m = proc.median(list)
+         io.write(("  client:task_runs, concurrency = %d, %-5s %8s/page  (x%.2f faster than no prefetch)\n")
+            :format(n, total, fmt_ms(m), base / m))
+      end
    end)
    srv:stop()
    if not ok then error(err, 0) end
@@ -509,12 +540,14 @@ local CONFIGS = {
       luajit_mem_sizes = { 10000, 100000 }, peer_mem_sizes = { 10000 }, drip = "drip_bytes=4096; drip_ms=10",
       prefetch_pages = 8, prefetch_cases = { { 50, 50 }, { 50, 20 }, { 20, 50 } },
       pipeline_delay = 50, pipeline_pages = 16, pipeline_n = { 1, 2, 4, 8 },
+      pipeline_client = { { 1, "limit" }, { 2, "limit" }, { 4, "limit" }, { 4, "count" } },
    },
    full = {
       reps = 5, cpu_dataset = 20000, cpu_runs = 10000, mem_sizes = { 100000, 1000000 },
       luajit_mem_sizes = { 100000 }, peer_mem_sizes = { 100000 }, drip = "drip_bytes=4096; drip_ms=10",
       prefetch_pages = 10, prefetch_cases = { { 50, 50 }, { 50, 20 }, { 20, 50 }, { 100, 100 } },
       pipeline_delay = 50, pipeline_pages = 24, pipeline_n = { 1, 2, 4, 8 },
+      pipeline_client = { { 1, "limit" }, { 2, "limit" }, { 4, "limit" }, { 8, "limit" }, { 4, "count" } },
    },
 }
 

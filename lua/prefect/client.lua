@@ -129,6 +129,15 @@ local MANAGED_HEADERS = {
    ["host"] = "it comes from url",
 }
 
+client.MAX_CONCURRENCY = 16
+
+local function check_concurrency(name, v)
+   if not is_integer(v) or v < 1 or v > client.MAX_CONCURRENCY then
+      return string.format("%s must be an integer from 1 to %d, got %s", name, client.MAX_CONCURRENCY,
+         type(v) == "string" and string.format("%q", v) or tostring(v))
+   end
+end
+
 local OPTIONS = {
    url = function(name, v)
       local e = check_string(name, v)
@@ -202,6 +211,7 @@ local OPTIONS = {
       if not is_integer(v) or v < 1 then return name .. " must be a positive integer (bytes)" end
    end,
    user_agent = check_string,
+   concurrency = check_concurrency,
    clock = check_function,
    sleep = check_function,
    random = check_function,
@@ -334,10 +344,17 @@ function client.new(opts)
    local api_version = opts.api_version
    if api_version == nil then api_version = client.API_VERSION end
 
+   local concurrency = opts.concurrency or 1
+   if concurrency > 1 and (opts.transport == "ngx" or (opts.transport == nil and in_ngx_lua())) then
+      misuse("prefect.client: concurrency > 1 needs the curl transport (the ngx transport reads one"
+         .. " request at a time)", 2)
+   end
+
    local self = setmetatable({
       url = url,
       auth = api_key and "bearer" or auth_string and "basic" or "none",
       page_size = opts.page_size or client.MAX_PAGE_SIZE,
+      concurrency = concurrency,
       api_version = api_version,
       clock = opts.clock or default_clock(),
       random = opts.random or math.random,
@@ -702,7 +719,29 @@ end
 local CALL_OPTIONS = {}
 for k, f in pairs(DECODE) do CALL_OPTIONS[k] = f end
 CALL_OPTIONS.prefetch = check_boolean
+CALL_OPTIONS.concurrency = check_concurrency
 local CALL_NAMES = sorted_keys(CALL_OPTIONS)
+
+-- The paging options of a call (its options over the client's): prefetch, and
+-- the number of page requests in flight. Raises on a combination that cannot be honoured.
+function Client:_paging(call_opts, what, level)
+   local prefetch = not (call_opts and call_opts.prefetch == false)
+   local n = call_opts and call_opts.concurrency
+   if n and n > 1 then
+      if not prefetch then
+         misuse(what .. ": concurrency = " .. n .. " asks for pages ahead, prefetch = false for none",
+            level + 1)
+      end
+      local t = self.transport_options.transport
+      if t == "ngx" or (t == nil and in_ngx_lua()) then
+         misuse(what .. ": concurrency > 1 needs the curl transport (the ngx transport reads one"
+            .. " request at a time)", level + 1)
+      end
+   end
+   -- prefetch = false: one request at a time, whatever the client's concurrency
+   if not prefetch then n = 1 end
+   return { prefetch = prefetch, concurrency = n or self.concurrency }
+end
 
 --- Compiles a query (prefect.filter does the work): the body as a table and
 -- as JSON, and the paging plan (limit = total wanted or nil, page_size,
@@ -767,10 +806,11 @@ end
 -- structured error if a page fails for good. See docs/client.md.
 function Client:task_runs(q, opts)
    local query = self:_query(q, opts, "client:task_runs", 2)
+   local paging = self:_paging(opts, "client:task_runs", 2)
    local pager = require("prefect.pager")
    local p = pager.new(self, query, {
       decode = self:_decode_options(opts, true),
-      prefetch = not (opts and opts.prefetch == false),
+      prefetch = paging.prefetch, concurrency = paging.concurrency,
    })
    return p:iterator()
 end
@@ -782,9 +822,10 @@ end
 --- waits on the client's clock instead of sleeping. `h:close()` stops it.
 function Client:start(q, opts)
    local query = self:_query(q, opts, "client:start", 2)
+   local paging = self:_paging(opts, "client:start", 2)
    return require("prefect.pager").start(self, query, {
       decode = self:_decode_options(opts, true),
-      prefetch = not (opts and opts.prefetch == false),
+      prefetch = paging.prefetch, concurrency = paging.concurrency,
    })
 end
 

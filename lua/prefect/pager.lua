@@ -17,25 +17,64 @@
 --   plus the page being prefetched.
 -- * A page that fails part-way is retried (same offset, same size) under the
 --   retry policy; the runs it already handed out are not handed out again.
+-- * With `concurrency = n` (n > 1) and a known total (the query's limit, or
+--   one POST /task_runs/count first, sent together with the first page), the
+--   pages at offset + k * page_size, k < n, are all requested at once; runs
+--   are still handed out page by page in order, and each time the current
+--   page completes the next one is adopted and one more is requested. The
+--   total only bounds how far ahead requests go: past it, the read goes on
+--   page by page (with the prefetch above) until a short page. A page whose
+--   request, status or body fails is retried only when its turn comes; then,
+--   and whenever the page size or the CSRF token changes, the pages ahead are
+--   dropped and asked for again from the current offset (they were sent at a
+--   time the server failed, or with a size or token no longer used). Memory
+--   holds at most n pages of response bytes.
 
 local pager = {}
 
+local errors = require("prefect.errors")
 -- (prefect.client requires this module only inside its methods, so no cycle.)
 local client_mod = require("prefect.client")
+
+local FILTER_PATH = "/task_runs/filter"
+local COUNT_PATH = "/task_runs/count"
+
+-- The count request's body: the query's filter without its sort (as client:count sends it).
+local function count_body(query)
+   local body = {}
+   for k, v in pairs(query.body) do
+      if k ~= "sort" then body[k] = v end
+   end
+   return require("prefect.filter").encode(body)
+end
+
+local function count_value(n, url)
+   if type(n) == "number" then return n end
+   return nil, errors.new("protocol", {
+      message = "count answered " .. type(n) .. ", not a number", url = errors.safe_url(url),
+   })
+end
 
 local Pager = {}
 Pager.__index = Pager
 
 --- A pager for a compiled query of `cl` (a prefect client).
 -- @param query from client:_query: json, limit, offset
--- @param opts decode (decoder options), prefetch (boolean)
+-- @param opts decode (decoder options), prefetch (boolean), concurrency (pages in flight, default 1)
 function pager.new(cl, query, opts)
+   local concurrency = opts.concurrency or 1
    return setmetatable({
       client = cl,
       query = query,
       decode = opts.decode,
       prefetch = opts.prefetch ~= false,
+      concurrency = concurrency,
+      -- without a limit, the total comes from a count (only worth a request when n > 1)
+      need_count = concurrency > 1 and query.limit == nil,
+      total_end = math.huge, -- offset up to which pages are requested ahead
+      ahead = {},            -- requests sent for the pages after the current one, in offset order
       remaining = query.limit or math.huge,
+      cur_given = 0, -- runs of the current page handed out, over all its attempts
       offset = query.offset or 0,
       seen_prev = {},
       seen_cur = {},
@@ -44,9 +83,11 @@ function pager.new(cl, query, opts)
 end
 
 -- Counts a run that arrived on the current page; true when it is to be
--- handed out (not a repeat), which also counts it against the limit.
+-- handed out (not a repeat), which also counts it against the limit. Runs
+-- past the number the page asked for are never handed out (see _page_done).
 function Pager:_accept(run)
    self.cur_count = self.cur_count + 1
+   if self.cur_count > self.cur_limit then return false end
    local id = type(run) == "table" and run.id or nil
    if id ~= nil then
       local repeated = self.seen_cur[id] or self.seen_prev[id]
@@ -56,14 +97,26 @@ function Pager:_accept(run)
       if repeated then return false end
    end
    self.remaining = self.remaining - 1
+   self.cur_given = self.cur_given + 1
    return true
 end
 
--- The current page is complete: true when it was the last one.
+-- The current page is complete: true when it was the last one; or nil and a
+-- protocol error when it brought more runs than it asked for. Such a server
+-- (or a proxy in front of it) ignores limit and offset: every page would look
+-- full, de-duplication would drop the repeats, and the read would never end.
 function Pager:_page_done()
+   if self.cur_count > self.cur_limit then
+      return nil, errors.new("protocol", {
+         message = string.format("a page asked for %d runs and the server sent %d",
+            self.cur_limit, self.cur_count),
+         url = self.client.url .. "/task_runs/filter",
+      })
+   end
    if self.cur_count < self.cur_limit then return true end
    self.offset = self.offset + self.cur_count
    self.seen_prev, self.seen_cur = self.seen_cur, {}
+   self.cur_given = 0
    return false
 end
 
@@ -74,9 +127,56 @@ function Pager:_size(wanted)
 end
 
 function Pager:_close_ahead()
-   if self.ahead then
-      self.ahead.handle.req:close()
-      self.ahead = nil
+   local ahead = self.ahead
+   for i = #ahead, 1, -1 do
+      ahead[i].handle.req:close()
+      ahead[i] = nil
+   end
+end
+
+-- The request already sent for the current page, taken out of the window; nil
+-- when there is none of that offset and size (then the window is dropped: its
+-- pages are at offsets or sizes that are no longer wanted).
+function Pager:_adopt(limit)
+   local first = self.ahead[1]
+   if first and first.offset == self.offset and first.limit == limit then
+      table.remove(self.ahead, 1)
+      return first.handle
+   end
+   self:_close_ahead()
+end
+
+-- Sends requests for the pages after the current one, without waiting for
+-- their answers: up to concurrency - 1 of them inside the known total; and,
+-- once the current page's status is in (`status_in`), at least one (the
+-- prefetch), unless the current page is the last one inside the total. A
+-- page that starts exactly at the total is inside it: it is asked for only
+-- when the pages before it end there, and then it is the (empty) page that
+-- tells the read is over, or the first of the runs created since the count.
+-- A failure here is not reported: the page is simply asked for again (and
+-- the failure then reported) when its turn comes.
+function Pager:_fill_ahead(status_in)
+   if not self.prefetch then return end
+   local ahead = self.ahead
+   local last = ahead[#ahead]
+   local offset = last and (last.offset + last.limit) or (self.offset + self.cur_limit)
+   -- runs still wanted after the current page (a retried page does not hand out again what it has)
+   local after = self.remaining + self.cur_given - self.cur_limit
+   for _, a in ipairs(ahead) do after = after - a.limit end
+   local cl = self.client
+   local past_total = self.offset > self.total_end
+   while after > 0 do
+      local n = #ahead
+      local within = offset <= self.total_end
+      if not ((within and n < self.concurrency - 1) or (status_in and n == 0 and (within or past_total))) then
+         return
+      end
+      local limit = self:_size(after)
+      local handle = cl:_start("POST", FILTER_PATH, cl.page_body(self.query.json, limit, offset), self.decode)
+      if not handle then return end
+      ahead[n + 1] = { handle = handle, offset = offset, limit = limit }
+      offset = offset + limit
+      after = after - limit
    end
 end
 
@@ -97,37 +197,52 @@ function Pager:_fail(err)
    error(err, 0)
 end
 
--- Sends the request for the page after the current one, without waiting
--- for its answer. A failure here is not reported: the page is simply asked
--- for again (and the failure then reported) when its turn comes.
-function Pager:_start_ahead()
-   local after = self.remaining - self.cur_limit
-   if not self.prefetch or after <= 0 then return end
-   local offset = self.offset + self.cur_limit
-   local limit = self:_size(after)
+-- The first page is wanted whatever the count says: while the count is
+-- asked for, it is on its way too (adopted from the window afterwards).
+function Pager:_send_first()
+   if #self.ahead > 0 then return end
    local cl = self.client
-   local handle = cl:_start("POST", "/task_runs/filter",
-      cl.page_body(self.query.json, limit, offset), self.decode)
-   if handle then self.ahead = { handle = handle, offset = offset, limit = limit } end
+   local limit = self:_size(self.remaining)
+   local body = cl.page_body(self.query.json, limit, self.offset)
+   local handle = cl:_start("POST", FILTER_PATH, body, self.decode)
+   if handle then self.ahead[1] = { handle = handle, offset = self.offset, limit = limit } end
+end
+
+-- The known total, from POST /task_runs/count (with retries).
+function Pager:_count()
+   local cl = self.client
+   self:_send_first()
+   local csrf = cl.csrf
+   local n, err = cl:_value("POST", COUNT_PATH, count_body(self.query), {})
+   if n ~= nil then n, err = count_value(n, cl.url .. COUNT_PATH) end
+   if n == nil then return nil, err end
+   -- the first page went out with the token the count was refused for
+   if cl.csrf ~= csrf then self:_close_ahead() end
+   self.need_count = false
+   self.total_end = n
+   return true
 end
 
 function Pager:_open_current()
-   local limit = self:_size(self.remaining)
-   local started
-   local ahead = self.ahead
-   self.ahead = nil
-   if ahead then
-      if ahead.offset == self.offset and ahead.limit == limit then
-         started = ahead.handle
-      else
-         ahead.handle.req:close()
-      end
+   if self.need_count then
+      local ok, err = self:_count()
+      if not ok then return nil, err end
    end
-   local req, err, attempt, used = self.client:_open_page(self.query, self.offset, limit,
-      self.decode, 1, started)
+   local cl = self.client
+   local limit = self:_size(self.remaining)
+   local started = self:_adopt(limit)
+   if not started and self.concurrency > 1 then
+      -- on the wire before the pages after it
+      started = cl:_start("POST", FILTER_PATH, cl.page_body(self.query.json, limit, self.offset), self.decode)
+   end
+   self.cur_limit = limit
+   if started then self:_fill_ahead(false) end
+   local csrf = cl.csrf
+   local req, err, attempt, used = cl:_open_page(self.query, self.offset, limit, self.decode, 1, started)
    if not req then return nil, err end
+   if attempt > 1 or used ~= limit or cl.csrf ~= csrf then self:_close_ahead() end
    self.cur, self.cur_limit, self.cur_count, self.attempt = req, used, 0, attempt
-   self:_start_ahead()
+   self:_fill_ahead(true)
    return true
 end
 
@@ -140,12 +255,16 @@ function Pager:_retry_current(err)
       err.attempts = self.attempt
       return nil, self.client:_scrub(err)
    end
+   -- a window was sent while the server was failing: asked for again after the wait (the one
+   -- page prefetched with concurrency = 1 is kept, as before the option existed)
+   if self.concurrency > 1 then self:_close_ahead() end
    policy:wait(self.attempt, nil)
    local req, oerr, attempt, used = self.client:_open_page(self.query, self.offset, self.cur_limit,
       self.decode, self.attempt + 1)
    if not req then return nil, oerr end
    if used ~= self.cur_limit then self:_close_ahead() end
    self.cur, self.cur_limit, self.cur_count, self.attempt = req, used, 0, attempt
+   self:_fill_ahead(true)
    return true
 end
 
@@ -175,7 +294,9 @@ function Pager:next_run()
       else
          self.cur:close()
          self.cur = nil
-         if self:_page_done() then
+         local last, perr = self:_page_done()
+         if perr then return self:_fail(self.client:_scrub(perr)) end
+         if last then
             self:close()
             return nil
          end
@@ -200,8 +321,6 @@ end
 local Poller = {}
 Poller.__index = Poller
 
-local FILTER_PATH = "/task_runs/filter"
-
 function pager.start(cl, query, opts)
    local p = pager.new(cl, query, opts)
    p.state = "idle"
@@ -209,7 +328,8 @@ function pager.start(cl, query, opts)
    return setmetatable(p, Poller)
 end
 
-for _, name in ipairs{ "close", "_accept", "_page_done", "_size", "_close_ahead", "_start_ahead" } do
+for _, name in ipairs{ "close", "_accept", "_page_done", "_size", "_close_ahead", "_adopt", "_fill_ahead",
+   "_send_first" } do
    Poller[name] = Pager[name]
 end
 Poller.__close = Pager.close
@@ -225,6 +345,9 @@ function Poller:_failed(err)
       self.h.req:close()
       self.h = nil
    end
+   self.counting = nil
+   -- sent while the server was failing: asked for again when the retry is sent
+   self:_close_ahead()
    local cl = self.client
    if not cl.policy:may_retry(err, self.attempt) then
       err.attempts = self.attempt
@@ -239,20 +362,28 @@ end
 function Poller:_send()
    local cl = self.client
    if cl:_csrf_due("POST") then return self:_send_csrf() end
+   if self.need_count then return self:_send_count() end
    local limit = self:_size(self.remaining)
-   local ahead = self.ahead
-   self.ahead = nil
-   if ahead and ahead.offset == self.offset and ahead.limit == limit then
-      self.h = ahead.handle
-   else
-      if ahead then ahead.handle.req:close() end
-      local h, err = cl:_start("POST", FILTER_PATH, cl.page_body(self.query.json, limit, self.offset),
-         self.decode)
+   local h = self:_adopt(limit)
+   if not h then
+      local err
+      h, err = cl:_start("POST", FILTER_PATH, cl.page_body(self.query.json, limit, self.offset), self.decode)
       if not h then return self:_failed(err) end
-      self.h = h
    end
+   self.h = h
    self.cur_limit, self.cur_count = limit, 0
+   self:_fill_ahead(false)
    self.state = "head"
+end
+
+-- The count that bounds the window (concurrency > 1, no limit): a request like any other.
+function Poller:_send_count()
+   local h, err = self.client:_start("POST", COUNT_PATH, count_body(self.query), {})
+   if not h then return self:_failed(err) end
+   self.h = h
+   self.counting = true
+   self.state = "head"
+   self:_send_first()
 end
 
 function Poller:_send_csrf()
@@ -273,7 +404,7 @@ function Poller:_refused(status, headers, body)
    self.h = nil
    local max = err.kind == "http" and err.status == 422 and type(err.detail) == "string"
       and tonumber(err.detail:match("must be less than or equal to (%d+)"))
-   if max and max >= 1 and max < self.cur_limit and not self.limit_retried then
+   if max and not self.counting and max >= 1 and max < self.cur_limit and not self.limit_retried then
       self.limit_retried = true
       cl.server_max = max
       self.state = "idle"
@@ -329,8 +460,12 @@ function Poller:_step(out, wait_ms)
       if state == "csrf_head" then
          self.state = "csrf_body"
       elseif client_mod.streams_json(status, self.headers) then
-         self.state = "body"
-         self:_start_ahead()
+         if self.counting then
+            self.state = "count_body"
+         else
+            self.state = "body"
+            self:_fill_ahead(true)
+         end
       else
          self.state = "error_body"
       end
@@ -364,6 +499,18 @@ function Poller:_step(out, wait_ms)
          self.error_text = nil
          self:_refused(self.status, self.headers, body)
       end
+   elseif state == "count_body" then
+      local list, done = self.h.req:poll(wait_ms)
+      if list == nil then return self:_failed(done) or true end
+      if list[1] == nil and not done then return true end
+      local url = self.h.url
+      self.h.req:close()
+      self.h, self.counting = nil, nil
+      local n, err = count_value(list[1], url)
+      if n == nil then return self:_fail(err) or true end
+      self.need_count, self.total_end = false, n
+      self.attempt, self.csrf_retried = 1, nil
+      self.state = "idle"
    elseif state == "body" then
       local list, done = self.h.req:poll(wait_ms)
       if list == nil then return self:_failed(done) or true end
@@ -371,7 +518,12 @@ function Poller:_step(out, wait_ms)
       if not done then return true end
       self.h.req:close()
       self.h = nil
-      if self:_page_done() then
+      local last, perr = self:_page_done()
+      if perr then
+         self:_fail(cl:_scrub(perr))
+         return true
+      end
+      if last then
          self:close()
          return true
       end

@@ -173,4 +173,21 @@ describe("prefect.transport." .. name, function()
         end
         assert.are.equal("invalid", err.kind)
     end)
+
+    it("lets a client keep several pages in flight only where requests run side by side", function()
+        local prefect = require("prefect")
+        local function client_with(chosen)
+            return pcall(prefect.client, { url = srv.url, concurrency = 2, transport = chosen,
+                getenv = function() end })
+        end
+        local ok, err = client_with("curl")
+        assert.is_true(ok, tostring(err))
+        if name == "ngx" then
+            -- a coroutine reads its cosocket requests one at a time: refused, naming the transport
+            ok, err = client_with("ngx")
+            assert.is_false(ok)
+            assert.are.equal("invalid", err.kind)
+            assert.matches("ngx transport", err.message)
+        end
+    end)
 end)
