@@ -37,6 +37,8 @@ build = {
          sources = {
             "csrc/core.c",
             "csrc/decode.c",
+            "csrc/decode_build.c",
+            "csrc/decode_scan.c",
             "csrc/decode_time.c",
             "csrc/http_error.c",
             "csrc/http_request.c",
