@@ -532,15 +532,20 @@ static int http_request_next(lua_State *L)
     }
 }
 
-/* req:poll([timeout_ms]) --> list, done | nil, err; waits at most
- * timeout_ms (default 0: not at all) for the first element. */
+/* req:poll([timeout_ms [, max]]) --> list, done | nil, err; waits at most
+ * timeout_ms (default 0: not at all) for the first element, and hands out at
+ * most max elements (default 0: all that are ready). */
 static int http_request_poll(lua_State *L)
 {
     http_request *r = http_request_check(L);
     long deadline, wait = 0;
     int dec_idx, list_idx, got;
-    lua_Integer count = 0;
-    lua_settop(L, 2);
+    lua_Integer count = 0, max;
+    lua_settop(L, 3);
+    /* A cap on the elements handed out per call lets a frame loop bound the
+     * work one call does when a whole page has arrived at once. */
+    max = luaL_optinteger(L, 3, 0);
+    luaL_argcheck(L, max >= 0, 3, "expected a count >= 0 (0: no cap)");
     if (r->closed)
         return http_push_closed(L, r);
     deadline = http_deadline(L, 2);
@@ -552,13 +557,19 @@ static int http_request_poll(lua_State *L)
     for (;;) {
         if (http_step(L, r, wait))
             return 2;
-        while ((got = http_take(L, r, dec_idx)) == 1)
+        got = 0;
+        while ((max == 0 || count < max) && (got = http_take(L, r, dec_idx)) == 1)
             lua_rawseti(L, list_idx, ++count);
         if (got == 2) {
             if (count == 0)
                 return 2;
             /* Hand out what came before the error; the decoder stays
              * failed, so the next call reports it. */
+            lua_settop(L, list_idx);
+            lua_pushboolean(L, 0);
+            return 2;
+        }
+        if (max > 0 && count >= max) {
             lua_settop(L, list_idx);
             lua_pushboolean(L, 0);
             return 2;

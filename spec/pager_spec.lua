@@ -457,6 +457,28 @@ describe("client:start and poll", function()
       assert.equal(after_cancel, srv:stats().requests)
    end)
 
+   it("hands out at most max_runs runs a call, and the rest on later calls", function()
+      local c = new_client(srv, { page_size = 100 })
+      local h = c:start{ limit = 250 }
+      local runs, seen, calls = {}, {}, 0
+      local give_up = socket.gettime() + 20
+      repeat
+         local list, done = h:poll(50, 7)
+         assert.is_table(list)
+         assert.is_true(#list <= 7, "a call handed out " .. #list)
+         for _, r in ipairs(list) do
+            assert.is_nil(seen[r.id])
+            seen[r.id] = true
+            runs[#runs + 1] = r
+         end
+         calls = calls + 1
+         assert.is_true(socket.gettime() < give_up, "poll never finished")
+      until done
+      assert.equal(250, #runs)
+      assert.is_true(calls >= 36)
+      assert.has_error(function() h:poll(0, 0) end)
+   end)
+
    it("fails with the structured error, and again on every poll", function()
       local c = new_client(srv, { retries = 0, headers = { ["X-Test-Fault"] = "status=500" } })
       local h = c:start{}

@@ -512,7 +512,9 @@ function Poller:_step(out, wait_ms)
       self.attempt, self.csrf_retried = 1, nil
       self.state = "idle"
    elseif state == "body" then
-      local list, done = self.h.req:poll(wait_ms)
+      local budget = self.max_runs and self.max_runs - #out
+      if budget and budget <= 0 then return true end
+      local list, done = self.h.req:poll(wait_ms, budget)
       if list == nil then return self:_failed(done) or true end
       if self:_take(list, out) then return true end
       if not done then return true end
@@ -543,8 +545,15 @@ Poller.cancel = Pager.close
 
 --- The runs ready now (maybe none) and whether the read is complete; or
 --- nil, err once it has failed (and on every call after that). Waits at most
---- `timeout_ms` (default 0: not at all) for something to arrive.
-function Poller:poll(timeout_ms)
+--- `timeout_ms` (default 0: not at all) for something to arrive, and hands
+--- out at most `max_runs` runs (default: all that are ready), so a frame
+--- loop can bound the work of one call when a whole page arrives at once.
+function Poller:poll(timeout_ms, max_runs)
+   if max_runs ~= nil
+      and (type(max_runs) ~= "number" or max_runs < 1 or max_runs ~= math.floor(max_runs)) then
+      client_mod.misuse("poll: max_runs must be a whole number >= 1, got " .. tostring(max_runs), 2)
+   end
+   self.max_runs = max_runs
    local out = {}
    if self.err then return nil, self.err end
    if self.finished then return out, true end

@@ -60,9 +60,10 @@ function Request:next()
    return nil
 end
 
---- Every element ready now (maybe none), and whether the body is complete.
-function Request:poll(timeout_ms)
-   local list, done = self.raw:poll(timeout_ms)
+--- The elements ready now (maybe none; at most `max` when given), and
+--- whether the body is complete.
+function Request:poll(timeout_ms, max)
+   local list, done = self.raw:poll(timeout_ms, max)
    if list == nil then return nil, wrap_error(done, self.url) end
    return list, done
 end
