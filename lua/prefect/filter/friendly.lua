@@ -20,7 +20,11 @@ local OPERATORS = {
    any = "any_", not_any = "not_any_", like = "like_", all = "all_", is_null = "is_null_",
    before = "before_", after = "after_", exists = "exists_", eq = "eq_",
 }
-for _, op in pairs(OPERATORS) do OPERATORS[op] = op end
+-- (Prefect's names are collected first: adding keys to a table while pairs()
+-- walks it is undefined, and under 5.4's per-run hash seeds it skipped some.)
+local prefect_names = {}
+for _, op in pairs(OPERATORS) do prefect_names[#prefect_names + 1] = op end
+for _, op in ipairs(prefect_names) do OPERATORS[op] = op end
 
 local function got(v)
    return fail.kind(v, values.null)
