@@ -5,18 +5,9 @@
 local prefect = require("prefect")
 local test_server = require("test_server")
 local socket = require("socket")
+local apps = require("apps")
 
-local function no_env() return nil end
-
-local FIXTURE = test_server.ROOT .. "/spec/fixtures/dataset-2.19.9.json"
-
-local function app_file(code)
-   local path = os.tmpname()
-   local f = assert(io.open(path, "w"))
-   f:write(code)
-   f:close()
-   return path
-end
+local no_env, FIXTURE, app_file, new_client = apps.no_env, apps.FIXTURE, apps.file, apps.client
 
 -- Answers a count, then adds GROW runs that sort last under ID_DESC: the count the pager bounds its
 -- window with is lower than what there is to read by then.
@@ -67,28 +58,7 @@ return function(opts)
 end
 ]]
 
--- Prefect with its page maximum set to 50: a page of more is refused with 422.
-local LIMITED_APP = [[
-local api = require("prefect.testing.api")
-local dataset = require("prefect.testing.dataset")
-return function(opts)
-   return api.new{ data = dataset.load(%q), prefect = 2, base_path = opts.base_path, default_limit = 50 }
-end
-]]
 
-local function new_client(srv, opts)
-   local o = { url = srv.url, getenv = no_env, sleep = function() end }
-   for k, v in pairs(opts or {}) do o[k] = v end
-   return prefect.client(o)
-end
-
-local function reset(srv)
-   local c = prefect.client{ url = srv.url:gsub("/api$", ""), getenv = no_env, retries = 0 }
-   local req = assert(c:_transport():request{ method = "POST", url = c.url .. "/__test/reset", headers = {} })
-   assert(req:response())
-   req:close()
-   c:close()
-end
 
 -- The ids handed out, in order; raises if one comes twice.
 local function read_ids(c, q, opts)
@@ -136,7 +106,7 @@ describe("concurrency over 2,050 runs in pages of 100", function()
 
    for _, n in ipairs{ 2, 4 } do
       it("hands out every run once, in the same order as concurrency = 1 (n = " .. n .. ")", function()
-         reset(srv)
+         srv:reset()
          local c = new_client(srv, { page_size = 100, fields = { "id" } })
          assert.same(reference, read_ids(c, {}, { concurrency = n }))
          -- one count, then the 21 pages inside it (the last one short): no request past the end
@@ -145,15 +115,15 @@ describe("concurrency over 2,050 runs in pages of 100", function()
    end
 
    it("takes the client's option, and a call's option over it", function()
-      reset(srv)
+      srv:reset()
       local c = new_client(srv, { page_size = 100, concurrency = 3 })
       assert.same(reference, read_ids(c, {}))
       assert.equal(22, srv:stats().requests)
-      reset(srv)
+      srv:reset()
       -- prefetch = false in a call: one request at a time, whatever the client's concurrency
       assert.same(reference, read_ids(c, {}, { prefetch = false }))
       assert.equal(21, srv:stats().requests)
-      reset(srv)
+      srv:reset()
       -- concurrency = 1: today's read, no count (the page after the short one may have been
       -- prefetched, and cancelled)
       assert.same(reference, read_ids(c, {}, { concurrency = 1 }))
@@ -169,7 +139,7 @@ describe("concurrency over 2,050 runs in pages of 100", function()
    end)
 
    it("asks for no more than the limit when it is smaller than n pages, and no count", function()
-      reset(srv)
+      srv:reset()
       local c = new_client(srv, { page_size = 100 })
       local ids = read_ids(c, { limit = 250 }, { concurrency = 8 })
       assert.equal(250, #ids)
@@ -179,7 +149,7 @@ describe("concurrency over 2,050 runs in pages of 100", function()
    end)
 
    it("has n requests on the wire before the first page is consumed, and adds one per page", function()
-      reset(srv)
+      srv:reset()
       local c = new_client(srv, { page_size = 100, fields = { "id" },
          headers = { ["X-Test-Fault"] = "delay_ms=200" } })
       local it = c:task_runs({ limit = 1000 }, { concurrency = 4 })
@@ -202,7 +172,7 @@ describe("concurrency over 2,050 runs in pages of 100", function()
    end)
 
    it("cancels the pages in flight when the loop is left early", function()
-      reset(srv)
+      srv:reset()
       local c = new_client(srv, { page_size = 100, headers = { ["X-Test-Fault"] = "delay_ms=100" } })
       local it, st, ctl, closer = c:task_runs({ limit = 2000 }, { concurrency = 4 })
       assert.truthy(it(st, ctl))
@@ -217,7 +187,7 @@ describe("concurrency over 2,050 runs in pages of 100", function()
 
    describe("client:start and poll", function()
       it("hands out every run once and in order with concurrency = 3", function()
-         reset(srv)
+         srv:reset()
          local c = new_client(srv, { page_size = 100, fields = { "id" },
             sleep = function() error("poll must not sleep") end })
          assert.same(reference, drain(c:start({}, { concurrency = 3 }), 10))
@@ -225,7 +195,7 @@ describe("concurrency over 2,050 runs in pages of 100", function()
       end)
 
       it("has 3 requests on the wire before the first page is consumed", function()
-         reset(srv)
+         srv:reset()
          local c = new_client(srv, { page_size = 100, headers = { ["X-Test-Fault"] = "delay_ms=200" } })
          local h = c:start({ limit = 600 }, { concurrency = 3 })
          -- poll(0) returns at once, long before the server's 200 ms are up: nothing handed out yet
@@ -317,7 +287,7 @@ describe("concurrency and a page ahead that fails", function()
       local c = new_client(csrf, { page_size = 50 })
       local plain = read_ids(c, {})
       assert.equal(300, #plain)
-      reset(csrf)
+      csrf:reset()
       local c2 = new_client(csrf, { page_size = 50 })
       assert.same(plain, read_ids(c2, {}, { concurrency = 4 }))
       -- the count and the first page refused (403), the token, the count, then seven pages that carry
@@ -328,7 +298,7 @@ describe("concurrency and a page ahead that fails", function()
    end)
 
    it("asks for the empty page at the counted end with the window, and for nothing past it", function()
-      reset(srv)
+      srv:reset()
       local c = new_client(srv, { page_size = 50 })
       assert.same(reference, read_ids(c, {}, { concurrency = 4 }))
       -- the count, six full pages and the empty one at 300 that ends the read
@@ -351,7 +321,7 @@ end)
 describe("concurrency and the server's page maximum", function()
    local srv, reference
    setup(function()
-      srv = test_server.start{ app_file = app_file(LIMITED_APP:format(FIXTURE)) }
+      srv = test_server.start{ app_file = apps.limited(50) }
       reference = read_ids(new_client(srv, { page_size = 50 }), {})
    end)
    teardown(function() if srv then srv:stop() end end)

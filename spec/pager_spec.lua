@@ -2,31 +2,15 @@
 -- every run exactly once, streaming, prefetch, de-duplication, limits,
 -- the server's page maximum, mid-page retries, failure behaviour.
 
-local prefect = require("prefect")
 local test_server = require("test_server")
 local socket = require("socket")
+local apps = require("apps")
 
-local function no_env() return nil end
+local FIXTURE, app_file, new_client = apps.FIXTURE, apps.file, apps.client
 
 -- The test server can serve an app from a Lua file (--app-file): the specs below write one that wraps
--- the bundled Prefect API with a lower page maximum, or with a dataset that grows during a read.
-local FIXTURE = test_server.ROOT .. "/spec/fixtures/dataset-2.19.9.json"
-
-local function app_file(code)
-   local path = os.tmpname()
-   local f = assert(io.open(path, "w"))
-   f:write(code)
-   f:close()
-   return path
-end
-
-local LIMITED_APP = [[
-local api = require("prefect.testing.api")
-local dataset = require("prefect.testing.dataset")
-return function(opts)
-   return api.new{ data = dataset.load(%q), prefect = 2, base_path = opts.base_path, default_limit = 50 }
-end
-]]
+-- the bundled Prefect API with a lower page maximum (apps.limited), or with a dataset that grows
+-- during a read.
 
 -- Before answering each filter request past the first page, inserts GROW new runs whose ids sort first
 -- under ID_DESC, so every later page shifts by GROW rows, as when runs are created during a read.
@@ -60,20 +44,7 @@ return function(opts)
 end
 ]]
 
-local function new_client(srv, opts)
-   local o = { url = srv.url, getenv = no_env, sleep = function() end }
-   for k, v in pairs(opts or {}) do o[k] = v end
-   return prefect.client(o)
-end
 
-local function reset(srv)
-   local c = prefect.client{ url = srv.url:gsub("/api$", ""), getenv = no_env, retries = 0 }
-   local t = c:_transport()
-   local req = assert(t:request{ method = "POST", url = c.url .. "/__test/reset", headers = {} })
-   assert(req:response())
-   req:close()
-   c:close()
-end
 
 describe("paging over 10,000 runs", function()
    local srv
@@ -97,7 +68,7 @@ describe("paging over 10,000 runs", function()
    end)
 
    it("stops at the caller's limit and asks for no more than it needs", function()
-      reset(srv)
+      srv:reset()
       local c = new_client(srv, { page_size = 100 })
       local n = 0
       for _ in c:task_runs({ limit = 250 }, { prefetch = false }) do n = n + 1 end
@@ -176,7 +147,7 @@ describe("streaming and prefetch", function()
    end)
 
    it("sends the next page's request before the caller has consumed this page", function()
-      reset(srv)
+      srv:reset()
       local c = new_client(srv, { page_size = 20, accept_encoding = false,
          headers = { ["X-Test-Fault"] = "drip_bytes=1024; drip_ms=10" } })
       local it = c:task_runs({ limit = 60 })
@@ -190,7 +161,7 @@ describe("streaming and prefetch", function()
    end)
 
    it("has the next page's request on the wire while the caller works, without another call", function()
-      reset(srv)
+      srv:reset()
       local c = new_client(srv, { page_size = 20 })
       local it = c:task_runs({ limit = 60 })
       assert.truthy(it())
@@ -206,7 +177,7 @@ describe("streaming and prefetch", function()
    end)
 
    it("does not prefetch when told not to", function()
-      reset(srv)
+      srv:reset()
       local c = new_client(srv, { page_size = 20 })
       local it = c:task_runs({ limit = 60 }, { prefetch = false })
       for _ = 1, 10 do assert.truthy(it()) end
@@ -231,7 +202,7 @@ describe("retries in the middle of a read", function()
 
    for _, fault in ipairs{ "cut_after=5000", "reset" } do
       it("repeats only the failed page, and no run twice (" .. fault .. ")", function()
-         reset(srv)
+         srv:reset()
          local waits, handed_out_before = {}, nil
          local n = 0
          local c = new_client(srv, {
@@ -261,12 +232,12 @@ end)
 describe("the server's page maximum", function()
    local srv
    setup(function()
-      srv = test_server.start{ app_file = app_file(LIMITED_APP:format(FIXTURE)) }
+      srv = test_server.start{ app_file = apps.limited(50) }
    end)
    teardown(function() if srv then srv:stop() end end)
 
    it("retries once with the page size named in the 422 and keeps using it", function()
-      reset(srv)
+      srv:reset()
       local c = new_client(srv)
       local seen, n = {}, 0
       for run in c:task_runs({}, { prefetch = false }) do
@@ -501,7 +472,7 @@ describe("client:start and poll", function()
    end)
 
    it("follows the server's page maximum", function()
-      local limited = test_server.start{ app_file = app_file(LIMITED_APP:format(FIXTURE)) }
+      local limited = test_server.start{ app_file = apps.limited(50) }
       finally(function() limited:stop() end)
       local c = new_client(limited)
       local runs = drain(c:start{}, 10)
