@@ -898,20 +898,22 @@ end
 
 local function add_sub(parts, p) if p ~= nil then parts[#parts + 1] = p end end
 local function lower_name(r) return r.name and r.name:lower() or false end
+local function field(name) return function(r) return r[name] end end
+
+-- any_ and not_any_ on one column, ANDed (either may be absent).
+local function membership(get, c)
+   local sub = {}
+   if c.any_ then sub[#sub + 1] = in_list(get, c.any_) end
+   if c.not_any_ then sub[#sub + 1] = not_in_list(get, c.not_any_) end
+   return combine(sub, "and_")
+end
 
 -- Criteria on a flow-run record.
 local function compile_flow_run_filter(store, f, v3)
    local parts = {}
-   local function field(name) return function(r) return r[name] end end
-   if f.id then
-      local sub = {}
-      if f.id.any_ then sub[#sub + 1] = in_list(field("id"), f.id.any_) end
-      if f.id.not_any_ then sub[#sub + 1] = not_in_list(field("id"), f.id.not_any_) end
-      add_sub(parts, combine(sub, "and_"))
-   end
+   if f.id then add_sub(parts, membership(field("id"), f.id)) end
    if f.name then
-      add_sub(parts, name_filter(f.name, field("name"),
-         function(r) return r.name and r.name:lower() or false end))
+      add_sub(parts, name_filter(f.name, field("name"), lower_name))
    end
    add_sub(parts, tags_filter(f.tags, field("tags")))
    if f.deployment_id then
@@ -980,16 +982,7 @@ local function compile_flow_run_filter(store, f, v3)
       if p.is_null_ ~= nil then sub[#sub + 1] = null_check(field("parent_task_run_id"), p.is_null_) end
       add_sub(parts, combine(sub, p.operator))
    end
-   if f.idempotency_key then
-      local sub = {}
-      if f.idempotency_key.any_ then
-         sub[#sub + 1] = in_list(field("idempotency_key"), f.idempotency_key.any_)
-      end
-      if f.idempotency_key.not_any_ then
-         sub[#sub + 1] = not_in_list(field("idempotency_key"), f.idempotency_key.not_any_)
-      end
-      add_sub(parts, combine(sub, "and_"))
-   end
+   if f.idempotency_key then add_sub(parts, membership(field("idempotency_key"), f.idempotency_key)) end
    if f.created_by then
       local c = f.created_by
       local sub = {}
@@ -1012,13 +1005,7 @@ end
 
 local function compile_flow_filter(store, f)
    local parts = {}
-   local function field(name) return function(r) return r[name] end end
-   if f.id then
-      local sub = {}
-      if f.id.any_ then sub[#sub + 1] = in_list(field("id"), f.id.any_) end
-      if f.id.not_any_ then sub[#sub + 1] = not_in_list(field("id"), f.id.not_any_) end
-      add_sub(parts, combine(sub, "and_"))
-   end
+   if f.id then add_sub(parts, membership(field("id"), f.id)) end
    if f.deployment then
       local sub = {}
       if f.deployment.is_null_ ~= nil then
@@ -1036,13 +1023,7 @@ end
 
 local function compile_deployment_filter(store, f)
    local parts = {}
-   local function field(name) return function(r) return r[name] end end
-   if f.id then
-      local sub = {}
-      if f.id.any_ then sub[#sub + 1] = in_list(field("id"), f.id.any_) end
-      if f.id.not_any_ then sub[#sub + 1] = not_in_list(field("id"), f.id.not_any_) end
-      add_sub(parts, combine(sub, "and_"))
-   end
+   if f.id then add_sub(parts, membership(field("id"), f.id)) end
    if f.name then
       add_sub(parts, name_filter(f.name, field("name"), lower_name))
    end
