@@ -19,15 +19,7 @@ local function read(path)
   return s
 end
 
--- The text of a generated page of n runs, as the test server serves it.
-local function generated_page(n, seed)
-  local ds = dataset.generate({ n = n, seed = seed, shape = 3 })
-  local parts = {}
-  for i = 1, n do
-    parts[i] = dataset.json.encode(ds.task_runs[i])
-  end
-  return "[" .. table.concat(parts, ",") .. "]"
-end
+local generated_page = dataset.page_text
 
 -- The recorded task_runs array, byte for byte as in the fixture file.
 local function recorded_page()

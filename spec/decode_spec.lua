@@ -82,14 +82,7 @@ local function stream(pieces, opts, drain_each)
   return got, err2, off2, d
 end
 
-local function generated_page(n, seed)
-  local ds = dataset.generate({ n = n, seed = seed, shape = 3 })
-  local parts = {}
-  for i = 1, n do
-    parts[i] = dataset.json.encode(ds.task_runs[i])
-  end
-  return "[" .. table.concat(parts, ",") .. "]"
-end
+local generated_page = dataset.page_text
 
 local fixture = read("spec/fixtures/dataset-2.19.9.json")
 local exchanges = read("spec/fixtures/exchanges-2.19.9.json")

@@ -805,4 +805,13 @@ function M.generate(opts)
    }
 end
 
+--- The JSON text of a page of the first n runs of a generated Prefect 3 dataset, as the test server
+-- sends it: for benchmarks and specs that need realistic bytes without a server.
+function M.page_text(n, seed)
+   local ds = M.generate{ n = n, seed = seed, shape = 3 }
+   local parts = {}
+   for i = 1, n do parts[i] = json.encode(ds.task_runs[i]) end
+   return "[" .. table.concat(parts, ",") .. "]"
+end
+
 return M
