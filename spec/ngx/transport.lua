@@ -62,6 +62,21 @@ describe("prefect.transport." .. name, function()
         end
     end
 
+    -- The error a filter request with this fault ends in, on transport `tr`, at whichever step
+    -- it shows: the request, the response, or the body.
+    local function failure(tr, fault)
+        local req, err = tr:request{ method = "POST", url = srv.url .. "/task_runs/filter",
+            headers = with{ ["X-Test-Fault"] = fault }, body = "{}", decode = {} }
+        if req then
+            local status, _
+            status, err = req:response()
+            if status then
+                _, err = drain(req)
+            end
+        end
+        return err
+    end
+
     it("streams a page of task runs as decoded tables", function()
         local req = filter('{"limit": 200, "sort": "ID_DESC"}')
         local status, headers = req:response()
@@ -127,30 +142,14 @@ describe("prefect.transport." .. name, function()
 
     it("stops a response over max_response with kind too_large", function()
         local small = transport.new{ timeout = 10, max_response = 64 * 1024 }
-        local req, err = small:request{ method = "POST", url = srv.url .. "/task_runs/filter",
-            headers = with{ ["X-Test-Fault"] = "huge=104857600" }, body = "{}", decode = {} }
-        if req then
-            local status, _
-            status, err = req:response()
-            if status then
-                _, err = drain(req)
-            end
-        end
+        local err = failure(small, "huge=104857600")
         assert.are.equal("too_large", err and err.kind)
         small:close()
     end)
 
     it("gives up after its timeout with kind timeout", function()
         local quick = transport.new{ timeout = 0.3 }
-        local req, err = quick:request{ method = "POST", url = srv.url .. "/task_runs/filter",
-            headers = with{ ["X-Test-Fault"] = "delay_ms=2000" }, body = "{}", decode = {} }
-        if req then
-            local status, _
-            status, err = req:response()
-            if status then
-                _, err = drain(req)
-            end
-        end
+        local err = failure(quick, "delay_ms=2000")
         assert.are.equal("timeout", err and err.kind)
         quick:close()
     end)
