@@ -23,6 +23,14 @@ dec_stream *dec_check(lua_State *L, int idx);
  * dec_next. */
 int dec_append(dec_stream *d, const char *bytes, size_t len);
 
+/* Bytes of input held that belong to values not handed out yet: what a
+ * transport compares with its read-ahead limit. Pure C. */
+size_t dec_pending(const dec_stream *d);
+
+/* True when a value is ready to be handed out, so that a caller can make
+ * progress without more input. Pure C. */
+int dec_ready(const dec_stream *d);
+
 /* Marks the end of input (after which a truncated document is an error). */
 void dec_finish(dec_stream *d);
 

@@ -694,6 +694,16 @@ static size_t keep_byte(const dec_stream *d)
     return d->base + d->scan;
 }
 
+size_t dec_pending(const dec_stream *d)
+{
+    return d->base + d->len - keep_byte(d);
+}
+
+int dec_ready(const dec_stream *d)
+{
+    return d->head < d->tail;
+}
+
 int dec_append(dec_stream *d, const char *bytes, size_t len)
 {
     if (d->failed)

@@ -62,6 +62,7 @@ typedef struct http_options {
     long connect_timeout_ms;
     long stall_seconds;
     curl_off_t max_response;
+    size_t read_ahead;
     char *ca_file;
     char *ca_path;
     char *proxy;
@@ -102,6 +103,7 @@ struct http_request {
     curl_off_t received;
     curl_off_t content_length; /* announced by the final response, or -1 */
     curl_off_t max_response;
+    size_t read_ahead;
     long status;
     int follow_redirects;
     int has_location;
@@ -110,6 +112,7 @@ struct http_request {
     int to_decoder;
     int finished;     /* the transfer is over, successfully or not */
     int dec_finished; /* dec_finish has been called */
+    int paused;       /* the write callback paused the transfer: read_ahead reached */
     int closed;
     CURLcode result;
     http_stop stop;
@@ -144,6 +147,9 @@ CURLcode http_transfer_configure(http_request *r, const http_options *o, const h
 void http_transfer_done(http_request *r, CURLcode result);
 void http_transfer_stop(http_request *r, http_stop why);
 void http_transfer_free(http_request *r);
+/* Resumes a transfer paused for read-ahead. libcurl may hand over the
+ * bytes it kept from within this call. */
+void http_transfer_resume(http_request *r);
 
 /* http_request.c */
 int http_request_new(lua_State *L);

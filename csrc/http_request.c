@@ -237,6 +237,7 @@ int http_request_new(lua_State *L)
 
     r->dec = dec;
     r->max_response = s->opts.max_response;
+    r->read_ahead = s->opts.read_ahead;
     r->follow_redirects = s->opts.follow_redirects;
     if (!dec)
         http_session_lend_buffer(s, &r->body);
@@ -448,6 +449,10 @@ static int http_take(lua_State *L, http_request *r, int dec_idx)
     if (!r->headers_done || !r->to_decoder)
         return 0;
     n = dec_next(L, dec_idx);
+    /* resumed at half the limit, so that a steady reader does not pause
+     * and resume the transfer once per value */
+    if (r->paused && (!dec_ready(r->dec) || dec_pending(r->dec) <= r->read_ahead / 2))
+        http_transfer_resume(r);
     if (n > 0 && !lua_isnil(L, top + 1)) {
         lua_settop(L, top + 1);
         return 1;

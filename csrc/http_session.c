@@ -14,6 +14,9 @@
 #endif
 
 #define HTTP_DEFAULT_MAX_RESPONSE ((curl_off_t)512 * 1024 * 1024)
+/* A Prefect page of 200 runs is well under 1 MiB: only an oversized body
+ * ever makes the transfer wait for its reader. */
+#define HTTP_DEFAULT_READ_AHEAD (8 * 1024 * 1024)
 
 /* libcurl's global state must be set up once per process, before any
  * thread uses it, and it is never torn down: another lua_State (or the host
@@ -237,20 +240,10 @@ static char *http_opt_string(lua_State *L, int idx, const char *name, const char
     return copy;
 }
 
-static const char *const http_known_options[] = {"timeout",
-                                                 "connect_timeout",
-                                                 "stall_timeout",
-                                                 "ca_file",
-                                                 "ca_path",
-                                                 "insecure",
-                                                 "http2",
-                                                 "proxy",
-                                                 "noproxy",
-                                                 "max_response",
-                                                 "user_agent",
-                                                 "accept_encoding",
-                                                 "follow_redirects",
-                                                 NULL};
+static const char *const http_known_options[] = {
+    "timeout",    "connect_timeout", "stall_timeout",   "ca_file",          "ca_path",
+    "insecure",   "http2",           "proxy",           "noproxy",          "max_response",
+    "read_ahead", "user_agent",      "accept_encoding", "follow_redirects", NULL};
 
 static void http_check_option_names(lua_State *L, int idx)
 {
@@ -300,6 +293,16 @@ static void http_read_options(lua_State *L, int idx, http_options *o)
     }
     lua_pop(L, 1);
     o->max_response = (curl_off_t)max_response;
+    lua_getfield(L, idx, "read_ahead");
+    o->read_ahead = HTTP_DEFAULT_READ_AHEAD;
+    if (!lua_isnil(L, -1)) {
+        double v = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : -1;
+        /* below one receive buffer it would pause after every callback */
+        if (!(v >= 65536 && v <= 9e15))
+            luaL_error(L, "session: option 'read_ahead' must be a number of bytes, at least 65536");
+        o->read_ahead = (size_t)v;
+    }
+    lua_pop(L, 1);
     o->ca_file = http_opt_string(L, idx, "ca_file", NULL);
     o->ca_path = http_opt_string(L, idx, "ca_path", NULL);
     o->proxy = http_opt_string(L, idx, "proxy", NULL);

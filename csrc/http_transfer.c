@@ -178,6 +178,14 @@ static size_t http_on_body(char *bytes, size_t size, size_t nmemb, void *userdat
     http_request *r = userdata;
     size_t len = size * nmemb;
 
+    /* Back-pressure: while the reader has a value to take and the decoder
+     * already holds read_ahead bytes, libcurl keeps these bytes (and stops
+     * reading the socket) until http_transfer_resume. This bounds memory by
+     * read_ahead, not by the body's size. */
+    if (r->to_decoder && dec_ready(r->dec) && dec_pending(r->dec) >= r->read_ahead) {
+        r->paused = 1;
+        return CURL_WRITEFUNC_PAUSE;
+    }
     /* libcurl hands us decompressed bytes, so this bounds what the server
      * can make us hold, however well it compresses. */
     if ((curl_off_t)len > r->max_response - r->received) {
@@ -314,6 +322,19 @@ void http_transfer_stop(http_request *r, http_stop why)
     /* Removing a running transfer closes its connection rather than
      * returning it half-read to the cache. */
     http_release_easy(r);
+}
+
+void http_transfer_resume(http_request *r)
+{
+    CURLcode rc;
+    if (!r->paused)
+        return;
+    r->paused = 0;
+    if (!r->easy || r->finished)
+        return;
+    rc = curl_easy_pause(r->easy, CURLPAUSE_CONT);
+    if (rc != CURLE_OK)
+        http_transfer_done(r, rc);
 }
 
 void http_transfer_free(http_request *r)
