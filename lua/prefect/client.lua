@@ -1,20 +1,23 @@
---- The Prefect client: configuration, authentication, headers, endpoints,
--- retries and CSRF. Paging lives in prefect.pager, the retry policy in
--- prefect.retry, the wire in prefect.transport.*.
+--- The Prefect client: configuration, authentication, headers, endpoints
+-- and retries. Option checking lives in prefect.options, CSRF tokens in
+-- prefect.csrf, paging in prefect.pager, the retry policy in prefect.retry,
+-- the wire in prefect.transport.*.
 --
 -- Run-time failures come back as `nil, err` (err from prefect.errors);
 -- misuse (a wrong option, a bad argument) raises at once, before any request.
 
+local csrf = require("prefect.csrf")
 local errors = require("prefect.errors")
+local options = require("prefect.options")
 local retry = require("prefect.retry")
-local suggest = require("prefect.filter.suggest")
 
 local client = {}
 
 client.VERSION = "scm-1"
 client.API_VERSION = "0.8.4"
 client.DEFAULT_URL = "http://127.0.0.1:4200/api"
-client.MAX_PAGE_SIZE = 200
+client.MAX_PAGE_SIZE = options.MAX_PAGE_SIZE
+client.MAX_CONCURRENCY = options.MAX_CONCURRENCY
 
 local json -- lua-cjson, loaded on first use
 
@@ -29,14 +32,7 @@ local function json_decode(s)
    return nil
 end
 
--- Misuse raises at once, as an "invalid" error naming the caller's line
--- (`level` as for error(): 1 is the function that calls misuse).
-local function misuse(msg, level)
-   local info = debug.getinfo(level + 1, "Sl")
-   local where = info and info.currentline and info.currentline > 0
-      and (info.short_src .. ":" .. info.currentline) or nil
-   error(errors.new("invalid", { message = msg, where = where }), 0)
-end
+local misuse = options.misuse
 client.misuse = misuse
 
 ---------------------------------------------------------------------------
@@ -59,197 +55,6 @@ function client.base64(s)
          .. (c and B64:sub(c4 + 1, c4 + 1) or "=")
    end
    return table.concat(out)
-end
-
----------------------------------------------------------------------------
--- Options
-
-local function is_integer(v)
-   return type(v) == "number" and v == math.floor(v) and v > -math.huge and v < math.huge
-end
-
-local function check_positive(name, v)
-   if type(v) ~= "number" or v ~= v or v <= 0 or v == math.huge then
-      return name .. " must be a positive number of seconds, got " .. tostring(v)
-   end
-end
-
-local function check_string(name, v)
-   if type(v) ~= "string" or v == "" then
-      return name .. " must be a non-empty string, got " .. type(v)
-   end
-end
-
-local function check_boolean(name, v)
-   if type(v) ~= "boolean" then return name .. " must be a boolean, got " .. type(v) end
-end
-
-local function check_function(name, v)
-   if type(v) ~= "function" then return name .. " must be a function, got " .. type(v) end
-end
-
-local function check_secret(name, v)
-   if v == false then return end
-   if type(v) ~= "string" or v == "" then
-      return name .. " must be a non-empty string (or false for none), got " .. type(v)
-   end
-   if v:find("[%c]") then return name .. " must not contain control characters" end
-end
-
--- Decoder options: they may be given to the client or to each call.
-local DECODE = {
-   fields = function(name, v)
-      if type(v) ~= "table" then return name .. " must be a list of field names" end
-      for i, f in ipairs(v) do
-         if type(f) ~= "string" or f == "" then
-            return string.format("%s[%d] must be a non-empty string", name, i)
-         end
-      end
-   end,
-   timestamps = function(name, v)
-      if v ~= "epoch" and v ~= false then
-         return name .. ' must be "epoch" (or false: ISO-8601 strings as sent), got ' .. tostring(v)
-      end
-   end,
-   null = function() end, -- any sentinel value
-   array_mt = function(name, v)
-      if type(v) ~= "table" then return name .. " must be a metatable (table), got " .. type(v) end
-   end,
-}
-
-local HEADER_NAME = "^[!#$%%&'*+%-.^_`|~%w]+$"
--- Headers the client writes itself; each has its own option.
-local MANAGED_HEADERS = {
-   ["content-type"] = "it is always application/json",
-   ["content-length"] = "the transport sets it",
-   ["authorization"] = "use api_key or auth_string",
-   ["x-prefect-api-version"] = "use api_version",
-   ["prefect-csrf-token"] = "the client fetches CSRF tokens itself",
-   ["prefect-csrf-client"] = "the client fetches CSRF tokens itself",
-   ["host"] = "it comes from url",
-}
-
-client.MAX_CONCURRENCY = 16
-
-local function check_concurrency(name, v)
-   if not is_integer(v) or v < 1 or v > client.MAX_CONCURRENCY then
-      return string.format("%s must be an integer from 1 to %d, got %s", name, client.MAX_CONCURRENCY,
-         type(v) == "string" and string.format("%q", v) or tostring(v))
-   end
-end
-
-local OPTIONS = {
-   url = function(name, v)
-      local e = check_string(name, v)
-      if e then return e end
-      if not v:match("^[hH][tT][tT][pP][sS]?://[^/]") then
-         return name .. " must be an http:// or https:// URL, got " .. errors.safe_url(v)
-      end
-      if v:find("[%s%c]") then return name .. " must not contain white space" end
-   end,
-   api_key = check_secret,
-   auth_string = check_secret,
-   timeout = check_positive,
-   connect_timeout = check_positive,
-   stall_timeout = check_positive,
-   retries = function(name, v)
-      if not is_integer(v) or v < 0 then return name .. " must be an integer >= 0, got " .. tostring(v) end
-   end,
-   retry_codes = function(name, v)
-      if type(v) ~= "table" then return name .. " must be a list of HTTP status codes" end
-      for i, c in ipairs(v) do
-         if not is_integer(c) or c < 100 or c > 599 then
-            return string.format("%s[%d] must be an HTTP status code, got %s", name, i, tostring(c))
-         end
-      end
-   end,
-   max_retry_after = function(name, v)
-      if type(v) ~= "number" or v < 0 or v ~= v then
-         return name .. " must be a number of seconds >= 0, got " .. tostring(v)
-      end
-   end,
-   api_version = function(name, v)
-      if v == false then return end
-      if type(v) ~= "string" or not v:match("^%d+%.%d+%.%d+$") then
-         return name .. ' must be a version "x.y.z" or false, got ' .. tostring(v)
-      end
-   end,
-   headers = function(name, v)
-      if type(v) ~= "table" then return name .. " must be a table of name = value" end
-      for k, val in pairs(v) do
-         if type(k) ~= "string" or not k:match(HEADER_NAME) then
-            return name .. ": invalid header name " .. string.format("%q", tostring(k))
-         end
-         local why = MANAGED_HEADERS[k:lower()]
-         if why then return name .. ": the client sets " .. k .. " itself (" .. why .. ")" end
-         if type(val) ~= "string" and type(val) ~= "number" then
-            return name .. "." .. k .. " must be a string"
-         end
-         if tostring(val):find("[%z\r\n]") then
-            return name .. "." .. k .. " must not contain CR, LF or NUL"
-         end
-      end
-   end,
-   page_size = function(name, v)
-      if not is_integer(v) or v < 1 or v > client.MAX_PAGE_SIZE then
-         return name .. " must be an integer from 1 to 200, got " .. tostring(v)
-      end
-   end,
-   transport = function(name, v)
-      if v == "curl" or v == "ngx" then return end
-      if type(v) == "table" and type(v.new) == "function" then return end
-      return name .. ' must be "curl", "ngx" or a transport module, got ' .. tostring(v)
-   end,
-   ca_file = check_string,
-   ca_path = check_string,
-   insecure = check_boolean,
-   http2 = check_boolean,
-   proxy = check_string,
-   noproxy = check_string,
-   accept_encoding = check_boolean,
-   max_response = function(name, v)
-      if not is_integer(v) or v < 1 then return name .. " must be a positive integer (bytes)" end
-   end,
-   user_agent = check_string,
-   concurrency = check_concurrency,
-   clock = check_function,
-   sleep = check_function,
-   random = check_function,
-   getenv = check_function,
-}
-for k, f in pairs(DECODE) do OPTIONS[k] = f end
-
-local function sorted_keys(t)
-   local names = {}
-   for k in pairs(t) do names[#names + 1] = k end
-   table.sort(names)
-   return names
-end
-
-local OPTION_NAMES = sorted_keys(OPTIONS)
-
--- The options a transport reads (timeouts, TLS, proxy, limits).
-local TRANSPORT_NAMES = {
-   "transport", "timeout", "connect_timeout", "stall_timeout", "ca_file", "ca_path", "insecure",
-   "http2", "proxy", "noproxy", "max_response", "accept_encoding",
-}
-local DECODE_NAMES = sorted_keys(DECODE)
-
--- Raises for an unknown or ill-typed option; `level` points at the caller.
-local function check_options(opts, known, names, what, level)
-   if opts == nil then return end
-   if type(opts) ~= "table" then
-      misuse(what .. ": options must be a table, got " .. type(opts), level + 1)
-   end
-   for k, v in pairs(opts) do
-      if type(k) ~= "string" or not known[k] then
-         local near = type(k) == "string" and suggest.nearest(k, names)
-         misuse(string.format("%s: unknown option %q%s", what, tostring(k),
-            near and (" (did you mean " .. near .. "?)") or ""), level + 1)
-      end
-      local problem = known[k](k, v)
-      if problem then misuse(what .. ": " .. problem, level + 1) end
-   end
 end
 
 ---------------------------------------------------------------------------
@@ -288,26 +93,9 @@ local function default_sleep()
    return function(s) os.execute("sleep " .. string.format("%.3f", s)) end
 end
 
-local function uuid4(random)
-   local hex = "0123456789abcdef"
-   local out = {}
-   for i = 1, 36 do
-      if i == 9 or i == 14 or i == 19 or i == 24 then
-         out[i] = "-"
-      elseif i == 15 then
-         out[i] = "4"
-      else
-         local n = math.floor(random() * 16) % 16
-         if i == 20 then n = 8 + n % 4 end
-         out[i] = hex:sub(n + 1, n + 1)
-      end
-   end
-   return table.concat(out)
-end
-
 --- A new client. See docs/client.md for every option.
 function client.new(opts)
-   check_options(opts, OPTIONS, OPTION_NAMES, "prefect.client", 2)
+   options.check(opts, options.CLIENT, options.CLIENT_NAMES, "prefect.client", 2)
    opts = opts or {}
    local getenv = opts.getenv or os.getenv
    local function env(name)
@@ -320,7 +108,7 @@ function client.new(opts)
    if url == nil then
       url = env("PREFECT_API_URL")
       if url then
-         local problem = OPTIONS.url("PREFECT_API_URL", url)
+         local problem = options.check_url("PREFECT_API_URL", url)
          if problem then misuse("prefect.client: " .. problem, 2) end
       end
    end
@@ -362,15 +150,15 @@ function client.new(opts)
       decode_defaults = {},
    }, Client)
    -- What the transport gets: never the credentials (they travel as a header).
-   for _, k in ipairs(TRANSPORT_NAMES) do self.transport_options[k] = opts[k] end
+   for _, k in ipairs(options.TRANSPORT_NAMES) do self.transport_options[k] = opts[k] end
    self.transport_options.user_agent = nil
-   for _, k in ipairs(DECODE_NAMES) do self.decode_defaults[k] = opts[k] end
+   for _, k in ipairs(options.DECODE_NAMES) do self.decode_defaults[k] = opts[k] end
    self.policy = retry.new{
       retries = opts.retries, retry_codes = opts.retry_codes,
       max_retry_after = opts.max_retry_after,
       sleep = opts.sleep or default_sleep(), random = self.random,
    }
-   self.csrf_client = uuid4(self.random)
+   self.csrf_client = csrf.new_client_id(self.random)
 
    local ua = opts.user_agent or ("lua-prefect/" .. client.VERSION
       .. (api_version and (" (API " .. api_version .. ")") or ""))
@@ -461,11 +249,7 @@ function Client:_headers(with_body)
    local h = {}
    for k, v in pairs(secrets[self].headers) do h[k] = v end
    if with_body then h["Content-Type"] = "application/json" end
-   local csrf = self.csrf
-   if csrf and csrf.token then
-      h["Prefect-Csrf-Token"] = csrf.token
-      h["Prefect-Csrf-Client"] = self.csrf_client
-   end
+   csrf.add_headers(self, h)
    return h
 end
 
@@ -541,82 +325,16 @@ function Client:_settle(h)
    return nil, self:_response_error(h, status, rh, body)
 end
 
-local function is_csrf_refusal(err)
-   return err.kind == "http" and err.status == 403 and type(err.detail) == "string"
-      and (err.detail:find("CSRF", 1, true) or err.detail:find("client identifier", 1, true)) ~= nil
-end
-
--- ISO-8601 (as Prefect writes it) to epoch seconds, or nil.
-local function parse_iso(s)
-   if type(s) ~= "string" then return nil end
-   local seconds, micros = require("prefect.filter.time").parse_iso(s)
-   return seconds and seconds + micros / 1e6
-end
-client.parse_iso = parse_iso
 client.lower_headers = lower_headers
 
--- Seconds before a CSRF token's expiry at which the client fetches a new one.
-local CSRF_MARGIN = 60
-
---- The path of Prefect's CSRF token endpoint for this client.
-function Client:_csrf_path()
-   return "/csrf-token?client=" .. self.csrf_client
-end
-
---- Takes the token from a decoded /csrf-token answer; true or nil, err.
-function Client:_csrf_accept(v, url)
-   if type(v) ~= "table" or type(v.token) ~= "string" then
-      return nil, errors.new("protocol", { message = "CSRF token response has no token", url = url })
-   end
-   self.csrf = { token = v.token, expires = parse_iso(v.expiration) }
-   return true
-end
-
---- Whether a /csrf-token answer with this status means "CSRF protection is
---- off" (422 "disabled"; 404 from servers older than the feature); then the
---- client never asks again.
-function Client:_csrf_switched_off(status)
-   if status == 422 or status == 404 then
-      self.csrf = { disabled = true }
-      return true
-   end
-   return false
-end
-
---- Fetches a CSRF token (Prefect's GET /csrf-token?client=<id>). Returns
--- true when a token is now held, false when the server has CSRF protection
--- off (it is not asked again), or nil, err.
-function Client:_fetch_csrf()
-   local h, err = self:_start("GET", self:_csrf_path(), nil, {})
-   if not h then return nil, err end
-   local req
-   req, err = self:_settle(h)
-   if not req then
-      if err.kind == "http" and self:_csrf_switched_off(err.status) then return false end
-      return nil, err
-   end
-   local v, verr = req:next()
-   req:close()
-   if v == nil and verr then return nil, verr end
-   return self:_csrf_accept(v, h.url)
-end
-
-local function needs_csrf(method)
-   return method ~= "GET" and method ~= "HEAD"
-end
-
---- True when the token held expires soon, so a new one is fetched first.
-function Client:_csrf_due(method)
-   local csrf = self.csrf
-   return needs_csrf(method) and csrf ~= nil and csrf.token ~= nil and csrf.expires ~= nil
-      and self.clock() >= csrf.expires - CSRF_MARGIN
-end
-
---- True when `err` is a POST refused for want of a (valid) CSRF token, and
---- asking for a token may help.
-function Client:_csrf_refused(method, err)
-   return needs_csrf(method) and is_csrf_refusal(err) and not (self.csrf and self.csrf.disabled)
-end
+-- The CSRF steps as client methods: _exchange uses them, and so does
+-- prefect.pager's poller, which runs them one state at a time.
+Client._csrf_path = csrf.path
+Client._csrf_accept = csrf.accept
+Client._csrf_switched_off = csrf.switched_off
+Client._fetch_csrf = csrf.fetch
+Client._csrf_due = csrf.due
+Client._csrf_refused = csrf.refused
 
 --- One attempt: start, wait for the status, handle CSRF. Returns a request
 -- ready to stream, or nil, err. `started` is a handle already sent (prefetch).
@@ -700,7 +418,7 @@ function Client:_decode_options(call_opts, need_id)
    local d = {}
    for k, v in pairs(self.decode_defaults) do d[k] = v end
    if call_opts then
-      for _, k in ipairs(DECODE_NAMES) do
+      for _, k in ipairs(options.DECODE_NAMES) do
          if call_opts[k] ~= nil then d[k] = call_opts[k] end
       end
    end
@@ -715,12 +433,6 @@ function Client:_decode_options(call_opts, need_id)
    end
    return d
 end
-
-local CALL_OPTIONS = {}
-for k, f in pairs(DECODE) do CALL_OPTIONS[k] = f end
-CALL_OPTIONS.prefetch = check_boolean
-CALL_OPTIONS.concurrency = check_concurrency
-local CALL_NAMES = sorted_keys(CALL_OPTIONS)
 
 -- The paging options of a call (its options over the client's): prefetch, and
 -- the number of page requests in flight. Raises on a combination that cannot be honoured.
@@ -750,7 +462,7 @@ function Client._query(_, q, call_opts, what, level)
    level = (level or 1) + 1
    if q == nil then q = {} end
    if type(q) ~= "table" then misuse(what .. ": the query must be a table, got " .. type(q), level) end
-   check_options(call_opts, CALL_OPTIONS, CALL_NAMES, what, level)
+   options.check(call_opts, options.CALL, options.CALL_NAMES, what, level)
    local f = filter()
    local body, paging = f.compile(q, { level = level })
    paging = paging or {}
@@ -832,7 +544,7 @@ end
 --- One page of runs, as an array: `page_size` runs (or the query's limit
 --- when smaller) from `offset` (default: the query's offset, or 0).
 function Client:page(q, offset, opts)
-   if offset ~= nil and (not is_integer(offset) or offset < 0) then
+   if offset ~= nil and (not options.is_integer(offset) or offset < 0) then
       misuse("client:page: offset must be an integer >= 0, got " .. tostring(offset), 2)
    end
    local query = self:_query(q, opts, "client:page", 2)
@@ -901,7 +613,7 @@ function Client:task_run(id, opts)
       misuse("client:task_run: id must be a UUID string, got " .. (type(id) == "string"
          and string.format("%q", id:sub(1, 60)) or type(id)), 2)
    end
-   check_options(opts, DECODE, DECODE_NAMES, "client:task_run", 2)
+   options.check(opts, options.DECODE, options.DECODE_NAMES, "client:task_run", 2)
    return self:_value("GET", "/task_runs/" .. id:lower(), nil, self:_decode_options(opts, false))
 end
 
