@@ -454,6 +454,95 @@ describe("client against the test server", function()
    end)
 end)
 
+describe("connect_timeout", function()
+   -- A loopback URL where a connect neither completes nor fails, and a function
+   -- that closes every socket behind it. Linux answers a SYN with nothing while
+   -- the listener's accept queue is full (no SYN-ACK, no RST), so the client
+   -- waits in SYN-SENT, resending the SYN, until its own timeout ends it. The
+   -- listener never accepts, with backlog 0 (room for one connection); connects
+   -- of our own fill the queue until one of them stays pending, which shows
+   -- that further SYNs are being dropped, so the client's will be too.
+   local function unconnectable_url()
+      local listener = assert(socket.bind("127.0.0.1", 0, 0))
+      local _, port = listener:getsockname()
+      local fillers = {}
+      local function close_all()
+         for _, s in ipairs(fillers) do s:close() end
+         listener:close()
+      end
+      for _ = 1, 8 do
+         local s, err = socket.tcp()
+         if not s then
+            close_all()
+            error("socket.tcp: " .. tostring(err))
+         end
+         fillers[#fillers + 1] = s
+         s:settimeout(0)
+         s:connect("127.0.0.1", port)
+         local _, writable = socket.select(nil, { s }, 0.25)
+         if #writable == 0 then return "http://127.0.0.1:" .. port .. "/api", close_all end
+      end
+      close_all()
+      error("every connect to a listener with a full accept queue completed: this kernel does not"
+         .. " drop SYNs then, so the connect cannot be made to hang this way")
+   end
+
+   -- connect_timeout is well under both timeout and the default connect_timeout
+   -- (10 s), so an error in under 5 s shows the option reached libcurl; timeout
+   -- errors are retried, hence retries = 0 for a single attempt.
+   local CONNECT_TIMEOUT, LIMIT = 0.3, 5
+
+   -- (busted keeps one finally per test: this one closes everything the test opens)
+   local function unconnectable_client()
+      local url, close_all = unconnectable_url()
+      local c
+      finally(function()
+         if c then c:close() end -- its transport, and any request still open
+         close_all()
+      end)
+      c = prefect.client{ url = url, connect_timeout = CONNECT_TIMEOUT, timeout = 30,
+         retries = 0, getenv = no_env }
+      return c
+   end
+
+   local function check_timeout(err, elapsed)
+      assert.is_true(errors.is(err), tostring(err))
+      assert.equal("timeout", err.kind, tostring(err))
+      assert.is_true(elapsed >= CONNECT_TIMEOUT * 0.9 and elapsed < LIMIT,
+         string.format("the timeout error came after %.2f s", elapsed))
+   end
+
+   it("ends a connect that never completes, blocking (task_runs, page)", function()
+      local c = unconnectable_client()
+      local t0 = socket_gettime()
+      local ok, err = pcall(function() for _ in c:task_runs{} do end end)
+      assert.is_false(ok)
+      check_timeout(err, socket_gettime() - t0)
+
+      t0 = socket_gettime()
+      local page
+      page, err = c:page{ limit = 5 }
+      assert.is_nil(page)
+      check_timeout(err, socket_gettime() - t0)
+   end)
+
+   it("ends a connect that never completes, non-blocking (start, poll)", function()
+      local c = unconnectable_client()
+      local t0 = socket_gettime()
+      local h = c:start{}
+      local list, err
+      repeat
+         local p0 = socket_gettime()
+         list, err = h:poll(50)
+         assert.is_true(socket_gettime() - p0 < 1, "a poll(50) blocked")
+         assert.is_true(list == nil or #list == 0 and not err, "runs from a server that never answered")
+      until list == nil or socket_gettime() - t0 > LIMIT
+      assert.is_nil(list, "poll gave no error in " .. LIMIT .. " s")
+      check_timeout(err, socket_gettime() - t0)
+      h:close()
+   end)
+end)
+
 describe("Prefect Cloud style URLs", function()
    it("work as they are, with or without a trailing slash", function()
       local base = "/api/accounts/0b4c3e2a-1d2e-4f50-9a6b-7c8d9e0f1a2b"
