@@ -142,3 +142,44 @@ describe("transport read_ahead", function()
       end
    end)
 end)
+
+describe("client read_ahead", function()
+   local prefect = require("prefect")
+   local srv
+
+   setup(function()
+      srv = test_server.start{ dataset = { generate = 600 } }
+   end)
+   teardown(function()
+      srv:stop()
+   end)
+
+   local function ids(opts, rest)
+      local c = prefect.client{ url = srv.url, api_key = false, read_ahead = opts.read_ahead,
+         accept_encoding = false }
+      finally(function() c:close() end)
+      local out = {}
+      for run in c:task_runs({ sort = "ID_DESC" }, { concurrency = opts.concurrency }) do
+         out[#out + 1] = run.id
+         if rest and #out % 50 == 0 then socket.sleep(0.01) end
+      end
+      return out
+   end
+
+   it("pauses within each page for a slow reader and still hands out every run in order", function()
+      -- a page of 200 generated runs is several times 64 KiB
+      local expected = ids{}
+      assert.are.equal(600, #expected)
+      assert.are.same(expected, ids({ read_ahead = 65536 }, true))
+      assert.are.same(expected, ids({ read_ahead = 65536, concurrency = 3 }, true))
+   end)
+
+   it("is checked like every client option", function()
+      for _, bad in ipairs({ 65535, 1e5 + 0.5, "8M" }) do
+         local ok, err = pcall(prefect.client, { url = srv.url, read_ahead = bad })
+         assert.is_false(ok)
+         assert.are.equal("invalid", err.kind)
+         assert.matches("read_ahead must be an integer number of bytes, at least 65536", err.message)
+      end
+   end)
+end)

@@ -187,6 +187,11 @@ options.CLIENT = {
    max_response = function(name, v)
       if not is_integer(v) or v < 1 then return name .. " must be a positive integer (bytes)" end
    end,
+   read_ahead = function(name, v)
+      if not is_integer(v) or v < 65536 then
+         return name .. " must be an integer number of bytes, at least 65536"
+      end
+   end,
    user_agent = check_string,
    concurrency = check_concurrency,
    clock = check_function,
@@ -208,7 +213,7 @@ options.CALL_NAMES = sorted_keys(options.CALL)
 --- The client options a transport reads (timeouts, TLS, proxy, limits).
 options.TRANSPORT_NAMES = {
    "transport", "timeout", "connect_timeout", "stall_timeout", "ca_file", "ca_path", "insecure",
-   "http2", "proxy", "noproxy", "max_response", "accept_encoding",
+   "http2", "proxy", "noproxy", "max_response", "read_ahead", "accept_encoding",
 }
 
 --- Raises for an unknown or ill-typed option in `opts` (nil is no options).

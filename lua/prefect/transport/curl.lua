@@ -16,7 +16,7 @@ local curl = {}
 
 local SESSION_OPTIONS = {
    "timeout", "connect_timeout", "stall_timeout", "ca_file", "ca_path", "insecure", "http2",
-   "proxy", "noproxy", "max_response", "user_agent", "accept_encoding",
+   "proxy", "noproxy", "max_response", "read_ahead", "user_agent", "accept_encoding",
 }
 
 -- Idle decoders kept per decode-options table, that is per query: a page's
