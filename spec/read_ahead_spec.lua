@@ -10,7 +10,7 @@ local test_server = require("test_server")
 local faults = require("prefect.testing.faults")
 
 local KiB, MiB = 1024, 1024 * 1024
-local BODY = 24 * MiB
+local BODY = 12 * MiB
 local SLACK = os.getenv("PREFECT_UNDER_VALGRIND") and 20 or 1
 
 -- How many elements the `huge` fault sends for a body of n bytes.
