@@ -390,25 +390,63 @@ describe("the C host (examples/host)", function()
       if dir then os.execute("rm -rf " .. quote(dir)) end
    end)
 
-   it("reads every run in a 60 fps loop against a slow server without stalling a frame", function()
+   it("reads every run in a 60 fps loop against a slow server, and reports every frame", function()
       local build = sh(("cc -std=c99 -Wall -Wextra -Werror -pedantic -D_POSIX_C_SOURCE=200809L -O2"
          .. " -o %s %s %s $(pkg-config --cflags --libs lua5.4 libcurl) -lpthread"):format(
          quote(dir .. "/host"), quote(ROOT .. "/examples/host/host.c"), ROOT .. "/csrc/*.c"))
       assert.equal(0, build.status, build.err)
-      -- No LUA_CPATH (see sh): prefect.core can only come from the host itself. The frame bound is
-      -- loose so that a loaded machine never fails it, and still far below what a loop that blocked
-      -- on the server would show (300 ms before each answer, then a page dripped over ~0.5 s).
-      local r = sh(("%s --max-frame-ms 75 %s --fault %s"):format(quote(dir .. "/host"),
-         quote(ROOT .. "/examples/host/frames.lua"), quote("delay_ms=300; drip_bytes=2048; drip_ms=5")),
-         { PREFECT_API_URL = srv.url })
+      -- No LUA_CPATH (see sh): prefect.core can only come from the host itself. --max-frame-ms 0:
+      -- the host reports its frame times without checking them, because how late a frame starts
+      -- depends on what else the machine runs (docs/embedding.md has the figures). Checked here:
+      -- every run arrives once, the loop kept going while the query was in flight, and the report.
+      local csv = dir .. "/frames.csv"
+      local r = sh(("%s --max-frame-ms 0 --frames-csv %s %s --fault %s"):format(quote(dir .. "/host"),
+         quote(csv), quote(ROOT .. "/examples/host/frames.lua"),
+         quote("delay_ms=300; drip_bytes=2048; drip_ms=5")), { PREFECT_API_URL = srv.url })
       io.stderr:write("\n[examples_spec] C host:\n", r.out, r.err)
       assert.equal(0, r.status, r.out .. r.err)
-      assert.matches("prefect.core scm%-1 %(linked into the host%), 2000 runs to read", r.out)
-      assert.matches("runs: 2000 received, 2000 distinct, 2000 expected", r.out)
-      local frames = tonumber(r.out:match("frames: (%d+) in"))
-      assert.is_true(frames > 30, "the read took " .. tostring(frames) .. " frames: was the server slow?")
-      local worst = tonumber(r.out:match("query in flight: worst frame ([%d.]+) ms"))
-      assert.is_true(worst < 75, "worst frame " .. tostring(worst) .. " ms")
-      assert.matches("2 passed, 0 failed", r.out)
+      assert.equal("", r.err)
+      assert.matches("^frames%.lua: prefect%.core scm%-1 %(linked into the host%), 2000 runs to read\n",
+         r.out)
+      assert.matches("\nruns: 2000 received, 2000 distinct, 2000 expected %(client:count%)\n", r.out)
+      assert.matches("\nok     every run received once %(2000 of 2000%)\n1 passed, 0 failed\n$", r.out)
+      -- Ten pages, each 300 ms late and then dripped: a loop that waited for the server would have
+      -- run a frame or so a page.
+      local frames = tonumber(r.out:match("\nframes: (%d+) in [%d.]+ s with the query in flight "
+         .. "%(budget 16%.7 ms a frame%)\n") or "")
+      assert.is_true(frames ~= nil and frames > 30, "the read took " .. tostring(frames) .. " frames")
+
+      -- N stands for a figure in the patterns below
+      local function figures(pattern) return (pattern:gsub("N", function() return "[%d.]+" end)) end
+      local summary = ": %d+ frames; frame time worst N ms, p99 N ms, median N ms, mean N ms; %d+ over the"
+         .. " budget %+ 2 ms\n  woken late: worst N ms, p99 N ms, median N ms[^\n]*\n"
+      for _, phase in ipairs({ "idle loop, no query", "query in flight" }) do
+         assert.matches(figures("\n" .. phase .. summary), r.out)
+      end
+      assert.matches(figures("\n  in app%.frame: worst N ms, p99 N ms, median N ms; worst in poll N ms;"
+         .. " Lua heap peak %d+ KiB\n"), r.out)
+      local _, worst_lines = r.out:gsub(figures("\n  worst frame #%d+: N ms = busy N ms[^\n]* %+ asleep N ms"
+         .. " %+ woken N ms late"), "")
+      assert.equal(2, worst_lines)
+
+      -- The CSV: a header, then a line per frame, the idle ones first, numbered from 1 in each phase.
+      local rows = lines(read_file(csv))
+      assert.equal("phase,frame,start,frame_time,busy,app_frame,poll,gc,asleep,woken_late,cpu_wait,"
+         .. "heap_kib", rows[1])
+      local count = { idle = 0, query = 0 }
+      for k = 2, #rows do
+         local fields = {}
+         for field in (rows[k] .. ","):gmatch("([^,]*),") do fields[#fields + 1] = field end
+         assert.equal(12, #fields, rows[k])
+         local phase = fields[1]
+         assert.is_truthy(count[phase], rows[k])
+         assert.is_true(phase == "query" or count.query == 0, "an idle frame after the query's: " .. rows[k])
+         count[phase] = count[phase] + 1
+         assert.equal(tostring(count[phase]), fields[2])
+         -- the script reports its poll time for every frame; the empty idle frames have none
+         assert.equal(phase == "query", fields[7] ~= "", rows[k])
+      end
+      assert.is_true(count.idle > 30, "idle frames: " .. count.idle)
+      assert.equal(frames, count.query)
    end)
 end)

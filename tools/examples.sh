@@ -7,12 +7,18 @@
 #   N passed, N failed
 # and exits non-zero if anything failed.
 # Usage: tools/examples.sh
-#   MAX_FRAME_MS  the worst frame allowed while the query is in flight
-#                 (default: the 16.7 ms budget + 5 ms)
-#   HOST_OUT      where to build the host (default build/examples)
+#   MAX_FRAME_MS   the worst frame allowed while the query is in flight
+#                  (default: the 16.7 ms budget + 5 ms; 0: report only)
+#   HOST_OPTS      more host options, e.g. "--gc step --frames-csv frames.csv"
+#   HOST_CPUS      pin the host to these CPUs (taskset -c), e.g. 0
+#   SERVER_CPUS    pin the test server to these CPUs, e.g. 1
+#   HOST_PRIORITY  run the host with real-time priority N (chrt -f N; needs
+#                  root or an rtprio limit): the scheduler then runs it as
+#                  soon as its frame is due, whatever else wants the CPU
+#   HOST_OUT       where to build the host (default build/examples)
+# docs/embedding.md explains the figures and what each of these changes.
 set -u
 cd "$(dirname "$0")/.." || exit 1
-root=$(pwd)
 out=${HOST_OUT:-build/examples}
 mkdir -p "$out"
 
@@ -38,10 +44,23 @@ if ! start_test_server lua5.4 --generate 2000 --seed 1; then
     exit 1
 fi
 
+if [ -n "${SERVER_CPUS:-}" ] && ! taskset -a -p -c "$SERVER_CPUS" "$TEST_SERVER_PID" >/dev/null; then
+    echo "0 passed, 1 failed"
+    exit 1
+fi
+set --
+[ -n "${HOST_CPUS:-}" ] && set -- "$@" taskset -c "$HOST_CPUS"
+[ -n "${HOST_PRIORITY:-}" ] && set -- "$@" chrt -f "$HOST_PRIORITY"
+host_cpus=${HOST_CPUS:+CPUs $HOST_CPUS}
+server_cpus=${SERVER_CPUS:+CPUs $SERVER_CPUS}
+echo "host on ${host_cpus:-any CPU}${HOST_PRIORITY:+, SCHED_FIFO $HOST_PRIORITY}; test server on" \
+    "${server_cpus:-any CPU}; load average $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)"
+
 # The host registers prefect.core itself: an empty LUA_CPATH-free environment
 # shows that it never loads core.so (lua-cjson and luasocket come from the system).
+# shellcheck disable=SC2086 # HOST_OPTS is a list of words
 env -u LUA_PATH -u LUA_CPATH PREFECT_API_URL="$TEST_SERVER_URL" \
-    "$out/host" --max-frame-ms "${MAX_FRAME_MS:-21.7}" examples/host/frames.lua \
+    "$@" "$out/host" --max-frame-ms "${MAX_FRAME_MS:-21.7}" ${HOST_OPTS:-} examples/host/frames.lua \
     --fault "delay_ms=300; drip_bytes=2048; drip_ms=5" >"$tmp/host.out" 2>&1
 rc=$?
 cat "$tmp/host.out"
