@@ -3,17 +3,12 @@
 local core = require("prefect.core")
 local cjson = require("cjson")
 local dataset = require("prefect.testing.dataset")
+local disk = require("disk")
 
 local has_integers = math.type ~= nil
 -- Under valgrind (tools/valgrind.sh) the exhaustive loops take a stride instead of every step.
 local stride = os.getenv("PREFECT_UNDER_VALGRIND") and 7 or 1
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
 
 -- Deep equality that also tells integers from floats (Lua 5.3+), -0.0 from 0.0 and metatables.
 local function same(a, b, strict_numbers)
@@ -84,8 +79,8 @@ end
 
 local generated_page = dataset.page_text
 
-local fixture = read("spec/fixtures/dataset-2.19.9.json")
-local exchanges = read("spec/fixtures/exchanges-2.19.9.json")
+local fixture = assert(disk.read("spec/fixtures/dataset-2.19.9.json"))
+local exchanges = assert(disk.read("spec/fixtures/exchanges-2.19.9.json"))
 -- The fixture's task runs as one compact page, as a server sends them.
 local fixture_page = cjson.encode(cjson.decode(fixture).task_runs)
 

@@ -4,6 +4,7 @@
 -- is checked against the recorded dataset itself.
 
 local test_server = require("test_server")
+local disk = require("disk")
 local cjson = require("cjson")
 local socket = require("socket")
 
@@ -24,10 +25,7 @@ local function quote(s)
 end
 
 local function read_file(path)
-   local f = assert(io.open(path, "rb"))
-   local s = f:read("*a")
-   f:close()
-   return s
+   return (assert(disk.read(path)))
 end
 
 -- Runs a command line in /tmp with a clean Lua environment; returns
@@ -381,13 +379,11 @@ describe("the C host (examples/host)", function()
    local srv, dir
    setup(function()
       srv = test_server.start{ dataset = { generate = 2000, seed = 1, shape = 3 } }
-      dir = os.tmpname()
-      os.remove(dir)
-      assert(os.execute("mkdir -p " .. quote(dir)))
+      dir = disk.tmpdir()
    end)
    teardown(function()
       if srv then srv:stop() end
-      if dir then os.execute("rm -rf " .. quote(dir)) end
+      if dir then disk.remove_tree(dir) end
    end)
 
    it("reads every run in a 60 fps loop against a slow server, and reports every frame", function()

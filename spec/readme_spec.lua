@@ -2,13 +2,7 @@
 -- who copies it gets runs, not an error.
 
 local test_server = require("test_server")
-
-local function read_file(path)
-   local f = assert(io.open(path, "rb"))
-   local s = f:read("*a")
-   f:close()
-   return s
-end
+local disk = require("disk")
 
 describe("README quick start", function()
    local srv
@@ -20,7 +14,7 @@ describe("README quick start", function()
    end)
 
    it("runs as printed, with only the server's URL changed", function()
-      local readme = read_file(test_server.ROOT .. "/README.md")
+      local readme = assert(disk.read(test_server.ROOT .. "/README.md"))
       local section = assert(readme:match("\n## Quick start\n(.-)\n## "), "no Quick start section")
       local code = assert(section:match("```lua\n(.-)```"), "no lua block in Quick start")
       local url = "http://127.0.0.1:4200/api"

@@ -5,17 +5,12 @@
 -- versions (for validation errors: exception_message, each detail's loc/msg/type/ctx, request_body).
 local test_server = require("test_server")
 local dataset = require("prefect.testing.dataset")
+local disk = require("disk")
 
 local json = dataset.json
 
-local function read(path)
-   local f = assert(io.open(path, "rb"))
-   local s = f:read("*a")
-   f:close()
-   return s
-end
-
-local exchanges = assert(json.decode(read(test_server.ROOT .. "/spec/fixtures/exchanges-2.19.9.json")))
+local exchanges_path = test_server.ROOT .. "/spec/fixtures/exchanges-2.19.9.json"
+local exchanges = assert(json.decode((assert(disk.read(exchanges_path)))))
 local fixture = dataset.load(test_server.ROOT .. "/spec/fixtures/dataset-2.19.9.json")
 local runs_by_id = {}
 for i = 1, #fixture.task_runs do runs_by_id[fixture.task_runs[i].id] = fixture.task_runs[i] end

@@ -6,6 +6,7 @@ local socket = require("socket")
 local cjson = require("cjson")
 local zlib = require("zlib")
 local test_server = require("test_server")
+local disk = require("disk")
 
 local LUA = os.getenv("PREFECT_TEST_LUA") or "lua5.4"
 local unpack = table.unpack or unpack -- luacheck: ignore
@@ -40,27 +41,6 @@ return function()
    end }
 end
 ]]
-
-local function tmpdir()
-   local base = os.tmpname()
-   os.remove(base)
-   assert(os.execute("mkdir -p '" .. base .. "'"))
-   return base
-end
-
-local function write_file(path, data)
-   local f = assert(io.open(path, "wb"))
-   f:write(data)
-   f:close()
-end
-
-local function read_file(path)
-   local f = io.open(path, "rb")
-   if not f then return nil end
-   local s = f:read("*a")
-   f:close()
-   return s
-end
 
 local function connect(srv, timeout)
    local sock = socket.tcp()
@@ -107,21 +87,21 @@ local function elapsed(fn)
 end
 
 local function peak_memory_kb(pid)
-   local status = read_file("/proc/" .. pid .. "/status") or ""
+   local status = disk.read("/proc/" .. pid .. "/status") or ""
    return tonumber(status:match("VmHWM:%s*(%d+)"))
 end
 
 describe("test server over HTTP", function()
    local dir, app_file, srv
    setup(function()
-      dir = tmpdir()
+      dir = disk.tmpdir()
       app_file = dir .. "/echo_app.lua"
-      write_file(app_file, ECHO_APP)
+      disk.write(app_file, ECHO_APP)
       srv = test_server.start{ app_file = app_file }
    end)
    teardown(function()
       if srv then srv:stop() end
-      os.execute("rm -rf '" .. dir .. "'")
+      disk.remove_tree(dir)
    end)
    before_each(function() srv:reset() end)
 
@@ -129,7 +109,7 @@ describe("test server over HTTP", function()
       it("prints exactly one line naming the URL, on 127.0.0.1 and a free port", function()
          assert.matches("^http://127%.0%.0%.1:%d+/api$", srv.url)
          assert.is_true(srv.port > 0)
-         assert.equals("listening " .. srv.url .. "\n", read_file(srv.files.out))
+         assert.equals("listening " .. srv.url .. "\n", disk.read(srv.files.out))
       end)
 
       it("prints usage for --help and refuses other hosts than loopback", function()
@@ -151,7 +131,7 @@ describe("test server over HTTP", function()
          local other = test_server.start{ app_file = app_file, base_path = "/custom/api",
             args = { "--port-file", port_file } }
          finally(function() other:stop() end)
-         assert.equals(other.port .. "\n", read_file(port_file))
+         assert.equals(other.port .. "\n", disk.read(port_file))
          assert.matches("/custom/api$", other.url)
          local status, _, body = other:request{ path = "/custom/api/x" }
          assert.equals(200, status)
@@ -169,7 +149,7 @@ describe("test server over HTTP", function()
          local other = test_server.start{ app_file = app_file }
          local pid, port = other.pid, other.port
          other:stop()
-         assert.is_nil(read_file("/proc/" .. pid .. "/stat"))
+         assert.is_nil(disk.read("/proc/" .. pid .. "/stat"))
          local sock = socket.tcp()
          sock:settimeout(1)
          assert.is_nil(sock:connect("127.0.0.1", port))
@@ -183,14 +163,14 @@ describe("test server over HTTP", function()
          assert(os.execute(("(%s %s --app-file '%s' --stdin-watch < '%s' > /dev/null 2>&1 & echo $! > '%s')")
             :format(LUA, test_server.LAUNCHER, app_file, fifo, pid_file)))
          local writer = assert(io.open(fifo, "w")) -- blocks until the server has opened it
-         local pid = tonumber(read_file(pid_file))
+         local pid = tonumber((disk.read(pid_file)))
          socket.sleep(0.3)
-         local stat = read_file("/proc/" .. pid .. "/stat")
+         local stat = disk.read("/proc/" .. pid .. "/stat")
          assert.truthy(stat and not stat:match("^%d+ %b() Z"), "server runs while the pipe is open")
          writer:close()
          local gone = false
          for _ = 1, 100 do
-            stat = read_file("/proc/" .. pid .. "/stat")
+            stat = disk.read("/proc/" .. pid .. "/stat")
             if not stat or stat:match("^%d+ %b() Z") then
                gone = true
                break
@@ -764,7 +744,7 @@ end)
 describe("test server over TLS", function()
    local dir, srv
    setup(function()
-      dir = tmpdir()
+      dir = disk.tmpdir()
       assert(os.execute(("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
          .. "-keyout '%s/key.pem' -out '%s/cert.pem' -days 1 -subj /CN=127.0.0.1 > /dev/null 2>&1")
          :format(dir, dir)))
@@ -772,7 +752,7 @@ describe("test server over TLS", function()
    end)
    teardown(function()
       if srv then srv:stop() end
-      os.execute("rm -rf '" .. dir .. "'")
+      disk.remove_tree(dir)
    end)
 
    local function tls_connect()

@@ -13,6 +13,7 @@
 -- Set PREFECT_KEEP_NGINX=1 to keep the prefix (config and logs) after stop.
 
 local socket = require("socket")
+local disk = require("disk")
 
 local nginx = {}
 
@@ -29,30 +30,7 @@ local function quote(s)
     return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
 end
 
-local function exists(path)
-    local f = io.open(path, "rb")
-    if f then
-        f:close()
-        return true
-    end
-    return false
-end
-
-local function read_file(path)
-    local f = io.open(path, "rb")
-    if not f then
-        return nil
-    end
-    local s = f:read("*a")
-    f:close()
-    return s
-end
-
-local function write_file(path, text)
-    local f = assert(io.open(path, "wb"))
-    f:write(text)
-    f:close()
-end
+local exists, read_file, write_file = disk.exists, disk.read, disk.write
 
 --- The checkout's root (two levels above this file).
 nginx.root = (function()

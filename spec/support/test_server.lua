@@ -30,13 +30,7 @@ local function quote(s)
    return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
 end
 
-local function read_file(path)
-   local f = io.open(path, "rb")
-   if not f then return nil end
-   local s = f:read("*a")
-   f:close()
-   return s
-end
+local read_file = require("disk").read
 
 -- Whether process `pid` has ended (gone, or a zombie waiting for us to reap it through pclose).
 local function ended(pid)

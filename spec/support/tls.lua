@@ -3,6 +3,8 @@
 -- fresh temporary directory at test time (nothing is checked in).
 -- @module tls
 
+local disk = require("disk")
+
 local tls = {}
 
 local function run(cmd)
@@ -18,18 +20,7 @@ local function quote(s)
    return "'" .. s:gsub("'", "'\\''") .. "'"
 end
 
-local function write(path, text)
-   local f = assert(io.open(path, "w"))
-   f:write(text)
-   f:close()
-end
-
-local function make_dir()
-   local base = os.tmpname() -- creates an empty file; the directory goes next to it
-   os.remove(base)
-   run("mkdir -m 700 " .. quote(base))
-   return base
-end
+local write = disk.write
 
 local function make_ca(dir, name, cn)
    local key, cert = dir .. "/" .. name .. ".key", dir .. "/" .. name .. ".pem"
@@ -48,7 +39,7 @@ end
 -- @return table with `dir`, `ca_file` (the signing CA), `other_ca_file`,
 --   `cert`, `key` (the server's), and `remove()` to delete them all.
 function tls.make()
-   local dir = make_dir()
+   local dir = disk.tmpdir()
    local ca_key, ca_file = make_ca(dir, "ca", "lua-prefect test CA")
    local _, other_ca_file = make_ca(dir, "other-ca", "lua-prefect unrelated CA")
    local key, csr, cert = dir .. "/server.key", dir .. "/server.csr", dir .. "/server.pem"
@@ -75,7 +66,7 @@ function tls.make()
       cert = cert,
       key = key,
       remove = function()
-         run("rm -rf " .. quote(dir))
+         disk.remove_tree(dir)
       end,
    }
 end
