@@ -41,11 +41,13 @@ describe("transport read_ahead", function()
       srv:stop()
    end)
 
-   -- A POST answered with a `huge` body of `size` bytes (default BODY).
-   local function request(session, decoder, size)
+   -- A POST answered with a `huge` body of `size` bytes (default BODY), and
+   -- the further fault `more` when given.
+   local function request(session, decoder, size, more)
+      local fault = "huge=" .. (size or BODY) .. (more and "; " .. more or "")
       local req, err = session:request{
          method = "POST", url = srv.url .. "/task_runs/filter", body = "{}", decoder = decoder,
-         headers = { "Content-Type: application/json", "X-Test-Fault: huge=" .. (size or BODY) },
+         headers = { "Content-Type: application/json", "X-Test-Fault: " .. fault },
       }
       assert.is_nil(err)
       return req
@@ -122,6 +124,30 @@ describe("transport read_ahead", function()
       end
       assert.are.equal(expected, count)
       assert.is_true(most < 4 * 256, "decoder held " .. most .. " KB")
+   end)
+
+   it("hands out every run before a cut, paused or not, then the same error", function()
+      -- the server closes the connection 4 MiB into a 12 MiB body
+      local function read_cut(read_ahead)
+         local session = core.session{ accept_encoding = false, read_ahead = read_ahead }
+         local req = request(session, core.decoder(), BODY, "cut_after=" .. 4 * MiB)
+         local count, err = 0
+         while true do
+            local run
+            run, err = req:next()
+            if run == nil then break end
+            count = count + 1
+            if count % 5000 == 0 then socket.sleep(0.005) end
+         end
+         session:close()
+         return count, err
+      end
+      local paused, paused_err = read_cut(256 * KiB)
+      local unpaused, unpaused_err = read_cut(1024 * MiB)
+      assert.is_true(paused > 0)
+      assert.are.equal(unpaused, paused)
+      assert.are.equal("protocol", paused_err and paused_err.kind)
+      assert.are.equal(unpaused_err.kind, paused_err.kind)
    end)
 
    it("leaves the session usable after a paused request is closed", function()
