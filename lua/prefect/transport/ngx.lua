@@ -41,6 +41,11 @@ local DECODE_OPTIONS = {
     "fields", "timestamps", "timestamp_fields", "null", "array_mt", "max_depth", "max_size",
 }
 
+-- Idle decoders kept per decode-options table, that is per query, as the
+-- curl transport does: the next page's decoder comes with the keys and
+-- recurring values already made into Lua strings.
+local POOLED_DECODERS = 4
+
 local function in_ngx_lua()
     return type(ngx) == "table" and type(ngx.get_phase) == "function"
 end
@@ -175,6 +180,8 @@ Transport.__index = Transport
 function M.new(opts)
     opts = opts or {}
     local self = setmetatable({}, Transport)
+    -- weak keys: a query's pool goes with its options table
+    self.decoders = setmetatable({}, { __mode = "k" })
     for k, v in pairs(DEFAULTS) do
         self[k] = v
     end
@@ -473,14 +480,23 @@ function Request:_head()
     local ctype = (head.headers["content-type"] or ""):lower()
     local decode = self.r.decode
     if decode and head.status >= 200 and head.status < 300 and ctype:find("json", 1, true) then
-        local d_opts = {}
-        for _, k in ipairs(DECODE_OPTIONS) do
-            -- timestamps = false means "as sent", which is the decoder's default.
-            if not (k == "timestamps" and decode[k] == false) then
-                d_opts[k] = decode[k]
-            end
+        local pool = self.transport.decoders[decode]
+        if not pool then
+            pool = {}
+            self.transport.decoders[decode] = pool
         end
-        self.decoder = require("prefect.core").decoder(d_opts)
+        local decoder = table.remove(pool)
+        if not decoder then
+            local d_opts = {}
+            for _, k in ipairs(DECODE_OPTIONS) do
+                -- timestamps = false means "as sent", which is the decoder's default.
+                if not (k == "timestamps" and decode[k] == false) then
+                    d_opts[k] = decode[k]
+                end
+            end
+            decoder = require("prefect.core").decoder(d_opts)
+        end
+        self.decoder, self.pool = decoder, pool
     end
     return true
 end
@@ -763,6 +779,17 @@ function Request:close()
     if self.sock then
         self.sock:close()
         self.sock = nil
+    end
+    -- Nothing feeds the decoder once the socket is gone: the next page of
+    -- the same query may have it, and this request answers as closed.
+    local decoder, pool = self.decoder, self.pool
+    if decoder then
+        self.decoder = nil
+        self.failed = self.failed or fail("aborted", "request is closed", self.url)
+        if #pool < POOLED_DECODERS then
+            decoder:reset()
+            pool[#pool + 1] = decoder
+        end
     end
 end
 
