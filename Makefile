@@ -67,9 +67,9 @@ ctest: deps
 asan: deps
 	@tools/test.sh asan
 
-# The decoder and transport specs under valgrind memcheck (LUA=... picks the flavour).
+# The decoder, transport and read_ahead specs under valgrind memcheck (LUA=... picks the flavour).
 valgrind: deps build
-	@LUA=$(LUA) tools/valgrind.sh spec/decode_spec.lua spec/transport_spec.lua
+	@LUA=$(LUA) tools/valgrind.sh spec/decode_spec.lua spec/transport_spec.lua spec/read_ahead_spec.lua
 
 # FUZZ_SECONDS=600 make fuzz
 fuzz: deps

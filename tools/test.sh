@@ -70,8 +70,8 @@ for stage in "$@"; do
         lua5.4 | luajit) run_busted "$stage" ;;
         ctest) run_ctest ;;
         valgrind)
-            echo "== valgrind memcheck: decoder and transport specs"
-            tools/valgrind.sh spec/decode_spec.lua spec/transport_spec.lua
+            echo "== valgrind memcheck: decoder, transport and read_ahead specs"
+            tools/valgrind.sh spec/decode_spec.lua spec/transport_spec.lua spec/read_ahead_spec.lua
             count_check "valgrind memcheck" $?
             ;;
         asan)
