@@ -77,6 +77,29 @@ describe("prefect.transport." .. name, function()
         return err
     end
 
+    it("answers next() on a closed request as aborted; the next request reads clean", function()
+        -- both transports hand a closed request's decoder to the next request
+        -- with the same decode options: none of the first body may show there
+        local decode = {}
+        local first = filter('{"limit": 5}', decode)
+        assert.is_table(first:next())
+        first:close()
+        local v, err = first:next()
+        assert.is_nil(v)
+        assert.are.equal("aborted", err and err.kind)
+        local second = filter('{"limit": 3, "offset": 10}', decode)
+        local list, derr = drain(second)
+        second:close()
+        assert.is_nil(derr)
+        assert.are.equal(3, #list)
+        local again = filter('{"limit": 3, "offset": 10}', {})
+        local expected = drain(again)
+        again:close()
+        for i = 1, 3 do
+            assert.are.equal(expected[i].id, list[i].id)
+        end
+    end)
+
     it("streams a page of task runs as decoded tables", function()
         local req = filter('{"limit": 200, "sort": "ID_DESC"}')
         local status, headers = req:response()
