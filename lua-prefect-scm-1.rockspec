@@ -78,6 +78,7 @@ build = {
       ["prefect.testing.query"] = "lua/prefect/testing/query.lua",
       ["prefect.testing.server"] = "lua/prefect/testing/server.lua",
       ["prefect.transport.curl"] = "lua/prefect/transport/curl.lua",
+      ["prefect.transport.decoders"] = "lua/prefect/transport/decoders.lua",
       ["prefect.transport.ngx"] = "lua/prefect/transport/ngx.lua",
       ["prefect.transport.ngx_http"] = "lua/prefect/transport/ngx_http.lua",
    },

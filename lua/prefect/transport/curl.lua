@@ -4,6 +4,7 @@
 -- as plain tables; here they become prefect.errors objects.
 
 local errors = require("prefect.errors")
+local decoders = require("prefect.transport.decoders")
 
 local core -- loaded on first use, so that requiring this module stays cheap
 
@@ -17,16 +18,6 @@ local curl = {}
 local SESSION_OPTIONS = {
    "timeout", "connect_timeout", "stall_timeout", "ca_file", "ca_path", "insecure", "http2",
    "proxy", "noproxy", "max_response", "read_ahead", "user_agent", "accept_encoding",
-}
-
--- Idle decoders kept per decode-options table, that is per query: a page's
--- decoder then comes with the keys and recurring values of the pages before
--- it already made into Lua strings, which a new one would make again (about
--- a tenth of a page's CPU). Enough for `concurrency` pages in flight.
-local POOLED_DECODERS = 4
-
-local DECODE_OPTIONS = {
-   "fields", "timestamps", "timestamp_fields", "null", "array_mt", "max_depth", "max_size",
 }
 
 -- A C error table (or a message) as a prefect error.
@@ -85,13 +76,9 @@ function Request:close()
    if self.raw then self.raw:close() end
    -- Once the request is closed libcurl writes nothing more into the
    -- decoder, so the next page of the same query may have it.
-   local decoder, pool = self.decoder, self.pool
-   if decoder then
+   if self.decoder then
+      self.decoders:give(self.decode, self.decoder)
       self.decoder = nil
-      if #pool < POOLED_DECODERS then
-         decoder:reset()
-         pool[#pool + 1] = decoder
-      end
    end
 end
 
@@ -104,9 +91,7 @@ function curl.new(opts)
    local s_opts = {}
    for _, k in ipairs(SESSION_OPTIONS) do s_opts[k] = opts[k] end
    local session = c.session(s_opts)
-   -- weak keys: a query's pool goes with its options table
-   return setmetatable({ session = session, decoders = setmetatable({}, { __mode = "k" }) },
-      Transport)
+   return setmetatable({ session = session, decoders = decoders.pool() }, Transport)
 end
 
 local function header_lines(headers)
@@ -122,32 +107,19 @@ curl.header_lines = header_lines
 --- Starts a request; returns a request object or nil, err.
 -- @tparam table r method, url, headers (name -> value), body, decode (decoder options or nil)
 function Transport:request(r)
-   local decoder, pool
-   if r.decode then
-      pool = self.decoders[r.decode]
-      if not pool then
-         pool = {}
-         self.decoders[r.decode] = pool
-      end
-      decoder = table.remove(pool)
-      if not decoder then
-         local d_opts = {}
-         for _, k in ipairs(DECODE_OPTIONS) do
-            if not (k == "timestamps" and r.decode[k] == false) then d_opts[k] = r.decode[k] end
-         end
-         decoder = core.decoder(d_opts)
-      end
-   end
+   local decoder = r.decode and self.decoders:take(r.decode)
    local raw, err = self.session:request{
       method = r.method, url = r.url, headers = header_lines(r.headers),
       body = r.body, decoder = decoder,
    }
    if not raw then
-      if decoder then pool[#pool + 1] = decoder end
+      if decoder then self.decoders:give(r.decode, decoder) end
       return nil, wrap_error(err, r.url)
    end
-   return setmetatable({ raw = raw, url = errors.safe_url(r.url), decoder = decoder, pool = pool },
-      Request)
+   return setmetatable({
+      raw = raw, url = errors.safe_url(r.url),
+      decoder = decoder, decode = r.decode, decoders = self.decoders,
+   }, Request)
 end
 
 function Transport:close()

@@ -12,6 +12,7 @@
 -- everywhere); making requests needs ngx_lua.
 -- @module prefect.transport.ngx
 
+local decoders = require("prefect.transport.decoders")
 local errors = require("prefect.errors")
 local http = require("prefect.transport.ngx_http")
 
@@ -36,15 +37,6 @@ local DEFAULTS = {
     max_redirects = 5,
     accept_encoding = true, -- ask for gzip when zlib is reachable through the FFI
 }
-
-local DECODE_OPTIONS = {
-    "fields", "timestamps", "timestamp_fields", "null", "array_mt", "max_depth", "max_size",
-}
-
--- Idle decoders kept per decode-options table, that is per query, as the
--- curl transport does: the next page's decoder comes with the keys and
--- recurring values already made into Lua strings.
-local POOLED_DECODERS = 4
 
 local function in_ngx_lua()
     return type(ngx) == "table" and type(ngx.get_phase) == "function"
@@ -180,8 +172,7 @@ Transport.__index = Transport
 function M.new(opts)
     opts = opts or {}
     local self = setmetatable({}, Transport)
-    -- weak keys: a query's pool goes with its options table
-    self.decoders = setmetatable({}, { __mode = "k" })
+    self.decoders = decoders.pool()
     for k, v in pairs(DEFAULTS) do
         self[k] = v
     end
@@ -480,23 +471,7 @@ function Request:_head()
     local ctype = (head.headers["content-type"] or ""):lower()
     local decode = self.r.decode
     if decode and head.status >= 200 and head.status < 300 and ctype:find("json", 1, true) then
-        local pool = self.transport.decoders[decode]
-        if not pool then
-            pool = {}
-            self.transport.decoders[decode] = pool
-        end
-        local decoder = table.remove(pool)
-        if not decoder then
-            local d_opts = {}
-            for _, k in ipairs(DECODE_OPTIONS) do
-                -- timestamps = false means "as sent", which is the decoder's default.
-                if not (k == "timestamps" and decode[k] == false) then
-                    d_opts[k] = decode[k]
-                end
-            end
-            decoder = require("prefect.core").decoder(d_opts)
-        end
-        self.decoder, self.pool = decoder, pool
+        self.decoder = self.transport.decoders:take(decode)
     end
     return true
 end
@@ -782,14 +757,10 @@ function Request:close()
     end
     -- Nothing feeds the decoder once the socket is gone: the next page of
     -- the same query may have it, and this request answers as closed.
-    local decoder, pool = self.decoder, self.pool
-    if decoder then
+    if self.decoder then
+        self.transport.decoders:give(self.r.decode, self.decoder)
         self.decoder = nil
         self.failed = self.failed or fail("aborted", "request is closed", self.url)
-        if #pool < POOLED_DECODERS then
-            decoder:reset()
-            pool[#pool + 1] = decoder
-        end
     end
 end
 
