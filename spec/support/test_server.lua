@@ -55,6 +55,7 @@ function test_server.args(opts)
       add("--dataset", dataset)
    end
    if opts.prefect then add("--prefect", opts.prefect) end
+   if opts.relative_time then add("--relative-time") end
    if opts.base_path then add("--base-path", opts.base_path) end
    if opts.api_key then add("--api-key", opts.api_key) end
    if opts.auth_string then add("--auth-string", opts.auth_string) end
@@ -68,25 +69,36 @@ function test_server.args(opts)
 end
 
 --- Starts a server; raises (with the server's standard error) if it does not come up.
--- opts: dataset = "fixture" | path | { generate = n, seed = s, shape = 2|3 }, prefect, base_path, api_key,
+-- opts: dataset = "fixture" | path | { generate = n, seed = s, shape = 2|3 }, prefect, relative_time
+-- (true: the dataset's times moved so that it ends now), base_path, api_key,
 -- auth_string, csrf, fault, tls = { cert, key }, keepalive_timeout, app_file, args (extra launcher
 -- arguments), lua (interpreter; default $PREFECT_TEST_LUA or lua5.4), start_timeout (seconds, 30).
 function test_server.start(opts)
    opts = opts or {}
    local lua = opts.lua or os.getenv("PREFECT_TEST_LUA") or "lua5.4"
+   local argv = { lua, LAUNCHER }
+   for _, a in ipairs(test_server.args(opts)) do argv[#argv + 1] = a end
+   return test_server.launch(argv, opts.start_timeout, "prefect-test-server")
+end
+
+--- Starts the server process `argv` (a list of words), whose standard input is a pipe held by this
+-- process and which prints "listening URL" once it serves; returns a Server for it, or raises with
+-- the process's standard error, naming it `what`, if it has not done so within `start_timeout`
+-- seconds (default 30). Other servers of the specs (a real Prefect) start through it too.
+function test_server.launch(argv, start_timeout, what)
    local base = os.tmpname()
    local files = { base = base, out = base .. ".out", err = base .. ".err", pid = base .. ".pid" }
 
-   local words = { "exec", quote(lua), quote(LAUNCHER) }
-   for _, a in ipairs(test_server.args(opts)) do words[#words + 1] = quote(a) end
+   local words = { "exec" }
+   for _, a in ipairs(argv) do words[#words + 1] = quote(a) end
    local command = ("echo $$ > %s; %s > %s 2> %s"):format(quote(files.pid), table.concat(words, " "),
       quote(files.out), quote(files.err))
    -- "w": the server's standard input is this pipe (see --stdin-watch above).
    local pipe = assert(io.popen(command, "w"))
 
-   local self = setmetatable({ pipe = pipe, files = files, tls = opts.tls }, Server)
+   local self = setmetatable({ pipe = pipe, files = files }, Server)
    running[self] = true
-   local deadline = socket.gettime() + (opts.start_timeout or 30)
+   local deadline = socket.gettime() + (start_timeout or 30)
    while true do
       local pid = tonumber(read_file(files.pid) or "")
       self.pid = self.pid or pid
@@ -100,7 +112,7 @@ function test_server.start(opts)
       if (self.pid and ended(self.pid)) or socket.gettime() > deadline then
          local err = read_file(files.err) or ""
          self:stop()
-         error("prefect-test-server did not start: " .. (err ~= "" and err or "no output"), 2)
+         error(what .. " did not start: " .. (err ~= "" and err or "no output"), 3)
       end
       socket.sleep(0.01)
    end

@@ -374,6 +374,55 @@ function M.load(path)
    return ds
 end
 
+local TIMESTAMP = "^(%d%d%d%d)%-(%d%d)%-(%d%d)T(%d%d):(%d%d):(%d%d)"
+
+-- Seconds since the epoch of a timestamp's date and time of day, or nil for any other string. The
+-- offset and the fraction are left out: the shift below moves the wall clock and keeps both.
+local function timestamp_seconds(s)
+   local y, mo, d, h, mi, sec = s:match(TIMESTAMP)
+   if not y then return nil end
+   return calendar.epoch(tonumber(y), tonumber(mo), tonumber(d), tonumber(h), tonumber(mi), tonumber(sec))
+end
+
+local function shift_strings(v, by, seen)
+   if type(v) ~= "table" or seen[v] then return end
+   seen[v] = true
+   for k, x in pairs(v) do
+      if type(x) == "string" then
+         local t = timestamp_seconds(x)
+         if t then
+            local y, m, d = calendar.civil_from_days(floor((t + by) / 86400))
+            local rem = (t + by) % 86400
+            v[k] = format("%04d-%02d-%02dT%02d:%02d:%02d", y, m, d, floor(rem / 3600), floor(rem / 60) % 60,
+               rem % 60) .. x:sub(20)
+         end
+      else
+         shift_strings(x, by, seen)
+      end
+   end
+end
+
+--- Moves every timestamp of a loaded dataset (M.load) by the same whole number of seconds, so that
+-- its latest `updated` falls in the second `now` (epoch seconds) and what was an hour old when it
+-- was recorded is an hour old now. Durations, order and every other field stay as recorded.
+-- Returns the shift in seconds.
+function M.shift_to(ds, now)
+   local latest
+   for _, list in ipairs({ ds.task_runs, ds.flow_runs, ds.flows }) do
+      for _, obj in ipairs(list) do
+         local t = type(obj.updated) == "string" and timestamp_seconds(obj.updated)
+         if t and (not latest or t > latest) then latest = t end
+      end
+   end
+   if not latest then return 0 end
+   local by = floor(now) - latest
+   local seen = {}
+   for _, list in ipairs({ ds.flows, ds.flow_runs, ds.task_runs, ds.deployments }) do
+      shift_strings(list, by, seen)
+   end
+   return by
+end
+
 ---------------------------------------------------------------------------------------------------
 -- Generation. A Park-Miller generator (multiplier 48271, modulus 2^31 - 1): every product stays
 -- below 2^53, so it gives the same numbers under LuaJIT's doubles and Lua 5.4's integers.
@@ -531,7 +580,7 @@ local function run_facts(g, i)
    local f = {}
    f.r = r
    -- creation times advance by about 2.5 s per run; UUIDv7 ids (shape 3) follow them.
-   local created_us = (BASE_MS + (i - 1) * 2500 + r.int(0, 1999)) * 1000 + r.int(0, 999)
+   local created_us = (g.base_ms + (i - 1) * 2500 + r.int(0, 1999)) * 1000 + r.int(0, 999)
    if g.shape == 3 and r.int(1, 20) == 1 then created_us = floor(created_us / 1000000) * 1000000 end
    f.created = created_us
    f.id = g.shape == 3 and uuid7(r, floor(created_us / 1000)) or uuid4(r)
@@ -684,7 +733,7 @@ local function make_flows(g)
    local count = math.max(1, math.min(#FLOW_NAMES, floor(g.flow_run_count / 4) + 1))
    for k = 1, count do
       local r = rng(mix(g.seed + 101, k))
-      local created = (BASE_MS - 86400000 * (count - k + 1)) * 1000 + r.int(0, 999999)
+      local created = (g.base_ms - 86400000 * (count - k + 1)) * 1000 + r.int(0, 999999)
       local f = {
          id = g.shape == 3 and uuid7(r, floor(created / 1000)) or uuid4(r),
          created = format_micros(created, g.shape), updated = format_micros(created + 11, g.shape),
@@ -703,7 +752,7 @@ local function make_flow_runs(g, flows)
    for k = 1, g.flow_run_count do
       local r = rng(mix(g.seed + 202, k))
       local flow = flows[r.int(1, #flows)]
-      local created = (BASE_MS - 3600000 + k * 1000) * 1000 + r.int(0, 999999)
+      local created = (g.base_ms - 3600000 + k * 1000) * 1000 + r.int(0, 999999)
       local id = g.shape == 3 and uuid7(r, floor(created / 1000)) or uuid4(r)
       local state_id = uuid4(r)
       local st = FR_STATES[r.int(1, #FR_STATES)]
@@ -751,7 +800,12 @@ local function make_flow_runs(g, flows)
    return runs
 end
 
--- generate{ n = 100000, seed = 1, shape = 2|3, flow_runs = k } --> dataset. `task_runs` is lazy: it
+-- A run's end comes at most this long after its creation (expected start, lateness, run time).
+local LONGEST_RUN_MS = 90000 + 400000 + 120000 + 2000
+
+-- generate{ n = 100000, seed = 1, shape = 2|3, flow_runs = k, ends_at = t } --> dataset. Runs are
+-- created about 2.5 s apart from 2026-08-01, or, with `ends_at` (epoch seconds), late enough that
+-- the last one has ended by then (only scheduled runs lie after it). `task_runs` is lazy: it
 -- materialises run i on first access (and keeps it); `task_runs.n` (and # under Lua 5.4) is the
 -- count. `columns` holds what the query engine filters and sorts on, so serving never needs the
 -- objects of runs that are not returned.
@@ -761,7 +815,8 @@ function M.generate(opts)
    local shape = opts.shape or 3
    assert(shape == 2 or shape == 3, "shape must be 2 or 3")
    local g = { seed = opts.seed or 1, shape = shape,
-      flow_run_count = opts.flow_runs or math.max(1, math.min(500, floor(n / 60))) }
+      flow_run_count = opts.flow_runs or math.max(1, math.min(500, floor(n / 60))),
+      base_ms = opts.ends_at and floor(opts.ends_at) * 1000 - (n - 1) * 2500 - LONGEST_RUN_MS or BASE_MS }
    local flows = make_flows(g)
    g.flow_runs = make_flow_runs(g, flows)
    local cols = { n = n, id = {}, name = {}, flow_run_id = {}, tags = {}, state_type = {},
