@@ -9,7 +9,7 @@ cli.setup(here)
 
 local NAME = "durations.lua"
 local USAGE = [[
-usage: durations.lua [--state S,S] [--hours N] [--flow-run ID] [--limit N]
+usage: durations.lua [--state S,S] [--hours N] [--flow-run ID|NAME] [--limit N]
                      [--retries N] [--help]
 
 Prints the run time (Prefect's total_run_time) percentiles p50, p90, p99 and
@@ -19,7 +19,7 @@ of the runs do not exceed.
 
   --state S,S     state types (e.g. COMPLETED,FAILED); default: all
   --hours N       only runs that started in the last N hours
-  --flow-run ID   only the task runs of this flow run
+  --flow-run ID   only the task runs of this flow run (its id or its name)
   --limit N       read at most N runs
   --retries N     retries of a failed request (default 2)
 
@@ -40,7 +40,7 @@ end
 
 cli.run(NAME, function()
    local client = cli.client(NAME, { retries = opts.retries })
-   local query = { state = opts.state, flow_run_id = opts.flow_run, limit = opts.limit }
+   local query = cli.flow_run({ state = opts.state, limit = opts.limit }, opts.flow_run)
    if opts.hours then query.started = { after = os.time() - opts.hours * 3600 } end
 
    local by_key, keys, read, finished = {}, {}, 0, 0

@@ -10,7 +10,7 @@ cli.setup(here)
 
 local NAME = "export.lua"
 local USAGE = [[
-usage: export.lua [--state S,S] [--hours N] [--flow-run ID] [--limit N]
+usage: export.lua [--state S,S] [--hours N] [--flow-run ID|NAME] [--limit N]
                   [--retries N] [--no-progress] [--help]
 
 Writes every matching task run to standard output as JSON Lines, newest
@@ -19,7 +19,7 @@ error: a bar on a terminal, plain lines otherwise.
 
   --state S,S     state types (FAILED, COMPLETED, ...); default: all
   --hours N       only runs that started in the last N hours
-  --flow-run ID   only the task runs of this flow run
+  --flow-run ID   only the task runs of this flow run (its id or its name)
   --limit N       at most N runs
   --retries N     retries of a failed request (default 2)
   --no-progress   no progress on standard error
@@ -71,7 +71,7 @@ end
 
 cli.run(NAME, function()
    local client, prefect = cli.client(NAME, { retries = opts.retries })
-   local query = { state = opts.state, flow_run_id = opts.flow_run, limit = opts.limit, sort = "ID_DESC" }
+   local query = cli.flow_run({ state = opts.state, limit = opts.limit, sort = "ID_DESC" }, opts.flow_run)
    if opts.hours then query.started = { after = os.time() - opts.hours * 3600 } end
 
    local total, err = client:count(query)

@@ -16,7 +16,7 @@ Lists the FAILED and CRASHED task runs that started in the last N hours
 (default 24), grouped by flow run.
 
   --hours N     how far back to look (default 24)
-  --limit N     at most N runs (default 1000)
+  --limit N     at most N runs (default 1000); says so when more match
   --retries N   retries of a failed request (default 2)
 
 ]] .. cli.ENVIRONMENT
@@ -39,17 +39,20 @@ if opts.hours <= 0 or opts.limit <= 0 then
 end
 
 local client = cli.client(NAME, { retries = opts.retries })
+-- ID_DESC: the one sort that pages without skipping or repeating a run
+-- (docs/client.md, "Paging guarantees"); the table is ordered here instead.
 local query = {
     state = { "FAILED", "CRASHED" },
     started = { after = os.time() - opts.hours * 3600 },
-    sort = "NAME_ASC",
+    sort = "ID_DESC",
     limit = opts.limit,
 }
 
-local groups, order, total = {}, {}, 0
+local NO_FLOW_RUN = "(no flow run)"
+local groups, order, total, matching = {}, {}, 0, nil
 local ok, err = pcall(function()
     for run in client:task_runs(query) do
-        local key = run.flow_run_id or "(no flow run)"
+        local key = run.flow_run_id or NO_FLOW_RUN
         if not groups[key] then
             groups[key] = {}
             order[#order + 1] = key
@@ -57,14 +60,33 @@ local ok, err = pcall(function()
         table.insert(groups[key], run)
         total = total + 1
     end
+    if total == opts.limit then
+        matching = assert(client:count(query))
+    end
 end)
 if not ok then
     cli.fail(NAME, err)
 end
 
-table.sort(order)
+-- Flow runs in id order, the runs without one last; in a group, by start time.
+table.sort(order, function(a, b)
+    if (a == NO_FLOW_RUN) ~= (b == NO_FLOW_RUN) then
+        return b == NO_FLOW_RUN
+    end
+    return a < b
+end)
+local flow_runs = #order
+if groups[NO_FLOW_RUN] then
+    flow_runs = flow_runs - 1
+end
 local rows = {}
 for _, key in ipairs(order) do
+    table.sort(groups[key], function(a, b)
+        if (a.start_time or "") ~= (b.start_time or "") then
+            return (a.start_time or "") < (b.start_time or "")
+        end
+        return a.id < b.id
+    end)
     for i, run in ipairs(groups[key]) do
         rows[#rows + 1] = {
             i == 1 and key or "",
@@ -76,8 +98,13 @@ for _, key in ipairs(order) do
     end
 end
 
-print(string.format("%d failed or crashed task runs in %d flow runs (last %g hours)", total,
-    #order, opts.hours))
+local without = groups[NO_FLOW_RUN] and string.format(", %d without one", #groups[NO_FLOW_RUN]) or ""
+print(string.format("%d failed or crashed task runs in %d flow runs%s (last %g hours)", total,
+    flow_runs, without, opts.hours))
+if matching and matching > total then
+    print(string.format("--limit %d cut the list short: %d runs match; raise --limit to see them all",
+        opts.limit, matching))
+end
 if total > 0 then
     print()
     cli.print_table({ "FLOW RUN", "TASK RUN", "STATE", "STARTED (UTC)", "RUN TIME" }, rows)

@@ -10,14 +10,14 @@ cli.setup(here)
 
 local NAME = "timeline.lua"
 local USAGE = [[
-usage: timeline.lua --flow-run ID [--output FILE] [--width PX] [--retries N] [--help]
+usage: timeline.lua --flow-run ID|NAME [--output FILE] [--width PX] [--retries N] [--help]
 
 Draws the task runs of one flow run as an SVG timeline: a bar per task run
 from its start to its end (a run not started yet is a thin mark at its
 expected start; one still running reaches the right edge), coloured by state,
 with a legend and a time axis. Writes to standard output unless --output.
 
-  --flow-run ID   the flow run (required)
+  --flow-run ID   the flow run: its id or its name (required)
   --output FILE   write the SVG here
   --width PX      width of the drawing (default 1000, at least 400)
   --retries N     retries of a failed request (default 2)
@@ -28,7 +28,7 @@ local opts = cli.parse(arg, {
    name = NAME, usage = USAGE, defaults = { retries = 2, width = 1000 },
    options = { ["flow-run"] = "string", output = "string", width = "count", retries = "count" },
 })
-if not opts.flow_run then cli.fail(NAME, "--flow-run ID is required (see --help)") end
+if not opts.flow_run then cli.fail(NAME, "--flow-run ID or NAME is required (see --help)") end
 if opts.width < 400 then cli.fail(NAME, "--width must be at least 400 (see --help)") end
 
 local STATE_COLOURS = {
@@ -78,9 +78,21 @@ end
 
 local function read_runs(client)
    local runs = {}
-   local fields = { "name", "state_type", "state_name", "start_time", "end_time", "expected_start_time" }
-   for run in client:task_runs({ flow_run_id = opts.flow_run }, { fields = fields, timestamps = "epoch" }) do
+   local fields = { "name", "flow_run_id", "state_type", "state_name", "start_time", "end_time",
+      "expected_start_time" }
+   local flow_runs, ids = {}, {}
+   for run in client:task_runs(cli.flow_run({}, opts.flow_run), { fields = fields, timestamps = "epoch" }) do
       runs[#runs + 1] = run
+      if not flow_runs[run.flow_run_id] then
+         flow_runs[run.flow_run_id] = true
+         ids[#ids + 1] = run.flow_run_id
+      end
+   end
+   -- Prefect does not keep flow-run names unique: one chart is one flow run.
+   if #ids > 1 then
+      table.sort(ids)
+      error(("%d flow runs are named %s (%s): give one of their ids"):format(#ids, opts.flow_run,
+         table.concat(ids, ", ")), 0)
    end
    return runs
 end

@@ -188,25 +188,65 @@ describe("examples", function()
    end
 
    describe("failed.lua", function()
-      it("lists the failed and crashed runs grouped by flow run", function()
-         local want, flow_runs, n_flow_runs = 0, {}, 0
-         for _, run in ipairs(dataset.task_runs) do
-            local failed = run.state_type == "FAILED" or run.state_type == "CRASHED"
-            if failed and run.start_time ~= cjson.null then
-               want = want + 1
-               local key = run.flow_run_id ~= cjson.null and run.flow_run_id or "(no flow run)"
-               if not flow_runs[key] then
-                  flow_runs[key] = true
-                  n_flow_runs = n_flow_runs + 1
-               end
+      -- What the fixture holds: failed or crashed runs that started, their flow runs, and how
+      -- many have none.
+      local want, n_flow_runs, without = 0, 0, 0
+      local flow_runs = {}
+      for _, run in ipairs(dataset.task_runs) do
+         local failed = run.state_type == "FAILED" or run.state_type == "CRASHED"
+         if failed and run.start_time ~= cjson.null then
+            want = want + 1
+            if run.flow_run_id == cjson.null then
+               without = without + 1
+            elseif not flow_runs[run.flow_run_id] then
+               flow_runs[run.flow_run_id] = true
+               n_flow_runs = n_flow_runs + 1
             end
          end
-         local r = example("failed.lua", { "--hours", "100000" }, env)
+      end
+      local recent, recent_env
+      lazy_setup(function()
+         recent = test_server.start{ dataset = "fixture", prefect = 2, relative_time = true }
+         recent_env = { PREFECT_API_URL = recent.url }
+      end)
+      lazy_teardown(function() if recent then recent:stop() end end)
+
+      it("lists the last day's failed and crashed runs grouped by flow run", function()
+         assert.is_true(without > 0 and n_flow_runs > 1) -- the fixture has both kinds
+         local r = example("failed.lua", {}, recent_env)
          assert.equal(0, r.status, r.err)
          local out = lines(r.out)
-         assert.equal(("%d failed or crashed task runs in %d flow runs (last 100000 hours)"):format(want,
-            n_flow_runs), out[1])
+         assert.equal(("%d failed or crashed task runs in %d flow runs, %d without one (last 24 hours)")
+            :format(want, n_flow_runs, without), out[1])
          assert.equal(want + 4, #out) -- summary, blank, header, rule, one row a run
+         -- each flow run heads its group once, the runs without one last
+         local heads = {}
+         for i = 5, #out do
+            local head = out[i]:match("^(%S.-)  ")
+            if head then heads[#heads + 1] = head end
+         end
+         assert.equal(n_flow_runs + 1, #heads)
+         assert.equal("(no flow run)", heads[#heads])
+         for i = 1, n_flow_runs do assert.is_truthy(flow_runs[heads[i]], heads[i]) end
+      end)
+
+      it("finds nothing in the last day of a server whose runs are older", function()
+         local r = example("failed.lua", {}, env)
+         assert.equal(0, r.status, r.err)
+         assert.equal("0 failed or crashed task runs in 0 flow runs (last 24 hours)\n", r.out)
+      end)
+
+      it("says when --limit cut the list short", function()
+         local r = example("failed.lua", { "--limit", "5" }, recent_env)
+         assert.equal(0, r.status, r.err)
+         local out = lines(r.out)
+         assert.matches("^5 failed or crashed task runs in %d+ flow runs", out[1])
+         assert.equal(("--limit 5 cut the list short: %d runs match; raise --limit to see them all")
+            :format(want), out[2])
+         assert.equal(5 + 5, #out)
+         r = example("failed.lua", { "--limit", tostring(want) }, recent_env)
+         assert.equal(want + 4, #lines(r.out))
+         assert.not_matches("cut the list", r.out)
       end)
    end)
 
@@ -252,11 +292,14 @@ describe("examples", function()
          assert.matches("export: 7/7 runs", r.err)
       end)
 
-      it("refuses a state that is not one, in one line", function()
+      it("refuses a state that is not one, in one line that names no file of the script", function()
          local r = example("export.lua", { "--state", "DONE" }, env)
          assert.equal(1, r.status)
          assert.equal(1, #lines(r.err))
-         assert.matches('"DONE" is not a state type', r.err)
+         assert.matches('^export%.lua: state%[1%]: "DONE" is not a state type %(SCHEDULED, .*'
+            .. '%(see %-%-help%)\n$', r.err)
+         assert.not_matches("%.lua:%d", r.err)
+         assert.equal("", r.out)
       end)
    end)
 
@@ -365,11 +408,76 @@ describe("examples", function()
       it("needs --flow-run, and says when the flow run has no task runs", function()
          local r = example("timeline.lua", {}, env)
          assert.equal(1, r.status)
-         assert.equal("timeline.lua: --flow-run ID is required (see --help)\n", r.err)
+         assert.equal("timeline.lua: --flow-run ID or NAME is required (see --help)\n", r.err)
          r = example("timeline.lua", { "--flow-run", "00000000-0000-0000-0000-000000000000" }, env)
          assert.equal(1, r.status)
          assert.equal("timeline.lua: no task runs in flow run 00000000-0000-0000-0000-000000000000\n", r.err)
       end)
+   end)
+end)
+
+---------------------------------------------------------------------------
+
+describe("examples given a flow run's name for --flow-run", function()
+   local FLOW_RUN = "cfbb3a8b-6fce-415b-ac8e-7404cc6de155"
+   local name_of = {}
+   for _, fr in ipairs(dataset.flow_runs) do name_of[fr.id] = fr.name end
+   local srv, env, twins, twins_env, dir
+   setup(function()
+      srv = test_server.start{ dataset = "fixture", prefect = 2 }
+      env = { PREFECT_API_URL = srv.url }
+      -- The fixture with two flow runs under one name, as Prefect allows.
+      local ds = require("prefect.testing.dataset")
+      local data = ds.load(FIXTURE)
+      data.flow_runs[1].name, data.flow_runs[2].name = "fr-twin", "fr-twin"
+      dir = disk.tmpdir()
+      local doc = ds.json.object({ "server_version", "api_version", "flows", "flow_runs", "task_runs" }, data)
+      disk.write(dir .. "/twins.json", ds.json.encode(doc))
+      twins = test_server.start{ dataset = dir .. "/twins.json" }
+      twins_env = { PREFECT_API_URL = twins.url }
+   end)
+   teardown(function()
+      if srv then srv:stop() end
+      if twins then twins:stop() end
+      if dir then disk.remove_tree(dir) end
+   end)
+
+   it("reads the same runs as with its id", function()
+      local name = assert(name_of[FLOW_RUN])
+      for _, case in ipairs({ { "export.lua", "--no-progress" }, { "durations.lua" }, { "timeline.lua" } }) do
+         local by_id = example(case[1], { "--flow-run", FLOW_RUN, case[2] }, env)
+         local by_name = example(case[1], { "--flow-run", name, case[2] }, env)
+         assert.equal(0, by_id.status, by_id.err)
+         assert.equal(0, by_name.status, by_name.err)
+         assert.equal("", by_name.err)
+         -- only the timeline's title says which was given
+         local title = "Task runs of flow run "
+         local at = by_id.out:find(title .. FLOW_RUN, 1, true)
+         local want = by_id.out
+         if at then want = want:sub(1, at - 1) .. title .. name .. want:sub(at + #title + #FLOW_RUN) end
+         assert.equal(want, by_name.out, case[1])
+         assert.is_true(#by_name.out > 200, case[1])
+      end
+   end)
+
+   it("says which ids share a name when one chart needs one flow run", function()
+      local ids = { dataset.flow_runs[1].id, dataset.flow_runs[2].id }
+      table.sort(ids)
+      local r = example("timeline.lua", { "--flow-run", "fr-twin" }, twins_env)
+      assert.equal(1, r.status)
+      assert.equal(("timeline.lua: 2 flow runs are named fr-twin (%s, %s): give one of their ids\n")
+         :format(ids[1], ids[2]), r.err)
+      r = example("timeline.lua", { "--flow-run", ids[2] }, twins_env)
+      assert.equal(0, r.status, r.err)
+   end)
+
+   it("finds nothing under a name no flow run has, and says so in one line", function()
+      local r = example("timeline.lua", { "--flow-run", "fr-omega" }, env)
+      assert.equal(1, r.status)
+      assert.equal("timeline.lua: no task runs in flow run fr-omega\n", r.err)
+      r = example("export.lua", { "--flow-run", "fr-omega", "--no-progress" }, env)
+      assert.equal(0, r.status, r.err)
+      assert.equal("", r.out)
    end)
 end)
 

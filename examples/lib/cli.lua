@@ -20,8 +20,13 @@ function cli.setup(examples_dir)
    package.cpath = root .. "/build/" .. flavour .. "/?.so;" .. package.cpath
 end
 
---- Writes "name: message" (one line) to standard error and exits with 1.
+--- Writes "name: message" (one line) to standard error and exits with 1. A query
+--- lua-prefect refused (an "invalid" error) is the user's argument, not a bug in
+--- the script: it is told as the reason alone, without the script's file and line.
 function cli.fail(name, msg)
+   if type(msg) == "table" and msg.kind == "invalid" and msg.message then
+      msg = msg.message .. " (see --help)"
+   end
    msg = tostring(msg):gsub("%s*\n%s*", " ")
    io.stderr:write(name, ": ", msg, "\n")
    os.exit(1)
@@ -92,6 +97,22 @@ end
 cli.ENVIRONMENT = [[
 The server is PREFECT_API_URL (default http://127.0.0.1:4200/api); PREFECT_API_KEY
 (Prefect Cloud) or PREFECT_API_AUTH_STRING (user:pass) authenticate.]]
+
+local UUID = "^%x%x%x%x%x%x%x%x%-?%x%x%x%x%-?%x%x%x%x%-?%x%x%x%x%-?%x%x%x%x%x%x%x%x%x%x%x%x$"
+
+--- Adds "the task runs of this flow run" to `query`: `value` is a flow run's id,
+--- or else its name (the server joins on flow_runs.name, one request either way).
+-- @param query a query table, changed in place (and returned)
+-- @param value what the user gave to --flow-run, or nil (nothing is added)
+function cli.flow_run(query, value)
+   if value == nil then return query end
+   if value:match(UUID) then
+      query.flow_run_id = value
+   else
+      query.flow_run = { name = { value } }
+   end
+   return query
+end
 
 --- A prefect client from the environment, or a one-line failure.
 -- @param name the script's name, for messages
