@@ -1,7 +1,8 @@
 -- OpenResty content handler: the failed and crashed task runs of the last
 -- hour, as JSON (`/failed.json`, or `Accept: application/json`) or as a
--- small HTML table (`/failed`). `?hours=N` widens the window (up to 720),
--- `?limit=N` caps the rows (default 200, up to 1000).
+-- small HTML table (`/failed`). `?hours=N` widens the window (more than 0, up
+-- to 720), `?limit=N` caps the rows (a whole number from 1 to 1000, default
+-- 200); any other value is answered 400 with the reason.
 --
 -- The Prefect server comes from PREFECT_API_URL (and PREFECT_API_KEY or
 -- PREFECT_API_AUTH_STRING); nginx passes them to workers only when the
@@ -25,12 +26,19 @@ end
 
 local FIELDS = { "id", "name", "flow_run_id", "state", "start_time", "end_time", "total_run_time", "tags" }
 
-local function number_arg(name, default, max)
-    local v = tonumber(ngx.var["arg_" .. name])
-    if not v or v <= 0 then
+-- The query argument `name` as a number in (0, max], whole if `whole`; the
+-- default when it is absent; nil and the reason when it is anything else.
+local function number_arg(name, default, max, whole)
+    local text = ngx.var["arg_" .. name]
+    if text == nil then
         return default
     end
-    return math.min(v, max)
+    local v = tonumber(text)
+    if not v or v ~= v or v <= 0 or v > max or (whole and v ~= math.floor(v)) then
+        local range = whole and "a whole number from 1 to %d" or "a number above 0 and at most %d"
+        return nil, string.format("%s must be " .. range .. ", got %q", name, max, text:sub(1, 40))
+    end
+    return v
 end
 
 local function html_escape(s)
@@ -47,8 +55,23 @@ local function wants_json()
     return accept:find("application/json", 1, true) ~= nil and not accept:find("text/html", 1, true)
 end
 
-local hours = number_arg("hours", 1, 720)
-local limit = number_arg("limit", 200, 1000)
+local function refuse(reason)
+    ngx.status = ngx.HTTP_BAD_REQUEST
+    if wants_json() then
+        ngx.header["Content-Type"] = "application/json"
+        ngx.say(cjson.encode({ error = { kind = "bad_request", message = reason } }))
+    else
+        ngx.header["Content-Type"] = "text/html; charset=utf-8"
+        ngx.say("<!doctype html><title>Bad request</title><h1>Bad request</h1><p>", html_escape(reason),
+            "</p>")
+    end
+end
+
+local hours, bad_hours = number_arg("hours", 1, 720, false)
+local limit, bad_limit = number_arg("limit", 200, 1000, true)
+if not hours or not limit then
+    return refuse(bad_hours or bad_limit)
+end
 ngx.update_time()
 local query = {
     state = { "FAILED", "CRASHED" },
