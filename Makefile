@@ -26,7 +26,7 @@ CURL_LIB  = $(shell pkg-config --libs libcurl)
 export LUA_PATH  := $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/support/?.lua;;
 export LUA_CPATH := $(CURDIR)/$(BUILD)/?.so;;
 
-.PHONY: all build build-all deps test spec lint demo clean rock ctest valgrind fuzz bench examples asan
+.PHONY: all build build-all deps test spec lint demo clean rock rock-core dist ctest valgrind fuzz bench examples asan
 
 all: build
 
@@ -90,6 +90,20 @@ demo: deps build
 # Installs the rock into a private tree, as a user's `luarocks make` would.
 rock: deps
 	tools/rock.sh $(LUA)
+
+# The release's source rock, build/dist/lua-prefect-V-R.src.rock, which `luarocks install`
+# builds with no network (see tools/dist.sh).
+dist: deps
+	@tools/dist.sh
+
+# What the rockspecs' `make` build runs: prefect.core in one compiler call, so no
+# object file lands in csrc/; luarocks passes CFLAGS, LIBFLAG and the directories.
+# Without -Werror: a newer compiler's new warning must not stop an install.
+ROCK_CORE := build/rock/prefect/core.so
+rock-core:
+	@mkdir -p $(dir $(ROCK_CORE))
+	$(CC) $(CFLAGS) $(LIBFLAG) -std=c99 -D_POSIX_C_SOURCE=200809L -DPREFECT_VERSION='"$(VERSION)"' \
+		-I$(LUA_INCDIR) -I$(CURL_INCDIR) -o $(ROCK_CORE) $(SOURCES) -L$(CURL_LIBDIR) -lcurl -lpthread
 
 clean:
 	rm -rf build

@@ -17,6 +17,11 @@ luarocks make --tree "$tree" --deps-mode=none "$@" \
     cat "$tree.log" >&2
     exit 1
 }
+# The rockspec's build compiles prefect.core in one call: no object file in csrc/.
+if ls csrc/*.o >/dev/null 2>&1; then
+    echo "rock: luarocks make left object files in csrc/:" csrc/*.o >&2
+    exit 1
+fi
 ver=$(echo "$1" | sed 's/--lua-version=//')
 LUA_PATH="$tree/share/lua/$ver/?.lua;$tree/share/lua/$ver/?/init.lua;;" \
 LUA_CPATH="$tree/lib/lua/$ver/?.so;;" \
