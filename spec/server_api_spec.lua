@@ -514,7 +514,8 @@ describe("test server limit, offset and check order", function()
          .. '"input":{"like_":"x"}}],"request_body":{"task_runs":{"nme":{"like_":"x"}}}}', text)
       local body = rejected('{"sort": "NEWEST"}')
       assert.are.equal("Input should be 'ID_DESC', 'EXPECTED_START_TIME_ASC', 'EXPECTED_START_TIME_DESC', "
-         .. "'NAME_ASC', 'NAME_DESC', 'NEXT_SCHEDULED_START_TIME_ASC' or 'END_TIME_DESC'",
+         .. "'NAME_ASC', 'NAME_DESC', 'NEXT_SCHEDULED_START_TIME_ASC', 'END_TIME_DESC', 'DURATION_DESC' or "
+         .. "'DURATION_ASC'",
          body.exception_detail[1].msg)
       assert.are.equal(body.exception_detail[1].msg:sub(#"Input should be " + 1),
          body.exception_detail[1].ctx.expected)
@@ -726,8 +727,8 @@ describe("test server filter semantics", function()
       both('{"flow_runs": {"start_time": {"is_null_": true}}}', { "100%_done-5", "Ünïcode-3" })
    end)
 
-   it("Prefect 3 drops a flow_runs.state sub-filter that has both any_ and not_any_", function()
-      assert.are.same(WITH_FLOW_RUN, sorted(names(app3,
+   it("Prefect 3 applies both any_ and not_any_ of a flow_runs.state sub-filter, as a live 3.9.1 does", function()
+      assert.are.same({ "Load_DB-1", "loadXdb-2" }, sorted(names(app3,
          '{"flow_runs": {"state": {"type": {"any_": ["COMPLETED"], "not_any_": ["SCHEDULED"]}}}}')))
       assert.are.same({ "Load_DB-1", "loadXdb-2" },
          sorted(names(app3, '{"flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}}')))
@@ -750,6 +751,26 @@ describe("test server filter semantics", function()
       assert.are.same({ "ünïcode-4", "Ünïcode-3", "100%_done-5", "loadXdb-2", "Load_DB-1" },
          names(app2, '{"sort": "EXPECTED_START_TIME_DESC"}'))
       assert.are.same({ "loadXdb-2" }, names(app2, '{"sort": "END_TIME_DESC", "offset": 1, "limit": 1}'))
+   end)
+
+   it("with db = postgres, NULLs sort last for ASC and first for DESC, as PostgreSQL puts them", function()
+      local pg = api.new{ data = mini(), prefect = 3, db = "postgres" }
+      for sort, column in pairs({ END_TIME_DESC = "end_time",
+         NEXT_SCHEDULED_START_TIME_ASC = "next_scheduled_start_time" }) do
+         local _, _, lite = post(app3, "/task_runs/filter", '{"sort": "' .. sort .. '"}')
+         local nulls, values = {}, {}
+         for _, r in ipairs(lite) do
+            local group = r[column] == json.null and nulls or values
+            group[#group + 1] = r.name
+         end
+         assert.is_true(#nulls > 0 and #values > 0, sort)
+         local nulls_first = lite[1][column] == json.null
+         assert.are.equal(sort:find("ASC$") ~= nil, nulls_first, sort .. ": SQLite's placement")
+         local want = {}
+         for _, n in ipairs(nulls_first and values or nulls) do want[#want + 1] = n end
+         for _, n in ipairs(nulls_first and nulls or values) do want[#want + 1] = n end
+         assert.are.same(want, names(pg, '{"sort": "' .. sort .. '"}'), sort)
+      end
    end)
 end)
 

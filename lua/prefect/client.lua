@@ -5,6 +5,7 @@
 --
 -- Run-time failures come back as `nil, err` (err from prefect.errors);
 -- misuse (a wrong option, a bad argument) raises at once, before any request.
+-- @module prefect.client
 
 local csrf = require("prefect.csrf")
 local errors = require("prefect.errors")
@@ -40,6 +41,7 @@ client.misuse = misuse
 
 local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 
+--- `s` in base64 (RFC 4648, with padding), as Basic authentication sends `user:pass`.
 function client.base64(s)
    local out = {}
    local n = #s

@@ -8,6 +8,7 @@
 -- Secrets never reach an error: URLs lose their user-info and query string
 -- here, and the client scrubs its own credentials from anything a server or
 -- libcurl said before the error is made.
+-- @module prefect.errors
 
 local errors = {}
 

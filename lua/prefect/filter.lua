@@ -32,6 +32,7 @@
 --   otherwise the string "file:line: text".
 -- * Pure: the same input gives an equal body, the input is not changed, and
 --   nothing is shared between calls.
+-- @module prefect.filter
 
 local schema = require("prefect.filter.schema")
 local values = require("prefect.filter.values")

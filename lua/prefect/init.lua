@@ -6,6 +6,7 @@
 --
 -- `prefect.filter` and `prefect.client` load on first use, so requiring
 -- this module costs nothing until they are needed.
+-- @module prefect
 
 local errors = require("prefect.errors")
 local client = require("prefect.client")

@@ -29,6 +29,7 @@
 --   dropped and asked for again from the current offset (they were sent at a
 --   time the server failed, or with a size or token no longer used). Memory
 --   holds at most n pages of response bytes.
+-- @module prefect.pager
 
 local pager = {}
 
@@ -321,6 +322,7 @@ end
 local Poller = {}
 Poller.__index = Poller
 
+--- The handle `client:start(q)` returns: the read of `query`, driven by `h:poll(timeout_ms, max_runs)`.
 function pager.start(cl, query, opts)
    local p = pager.new(cl, query, opts)
    p.state = "idle"

@@ -1,5 +1,6 @@
 -- The Prefect API of the bundled test server, as a pure function of a request:
---   local app = api.new{ data = dataset, prefect = 2|3, base_path = "/api", api_key = nil,
+--   local app = api.new{ data = dataset, prefect = 2|3, db = "sqlite"|"postgres", base_path = "/api",
+--                        api_key = nil,
 --                        auth_string = nil, csrf = false, default_limit = 200, cache_runs = 20000 }
 --   local status, headers, body = app:handle{ method =, path =, query =, headers = {lowercase → value},
 --                                             body = raw string | nil }
@@ -75,9 +76,10 @@ function M.new(opts)
    self.auth_string = opts.auth_string
    self.csrf = opts.csrf and true or false
    self.default_limit = opts.default_limit or 200
-   self.server_version = ds.server_version or (self.prefect == 3 and "3.8.3" or "2.19.9")
+   self.server_version = ds.server_version or (self.prefect == 3 and "3.9.1" or "2.19.9")
    self.api_version = ds.api_version or "0.8.4"
-   self.store = query.new_store(ds)
+   assert(opts.db == nil or opts.db == "sqlite" or opts.db == "postgres", "db must be sqlite or postgres")
+   self.store = query.new_store(ds, opts.db)
    -- task-run index -> JSON text, filled on first use. A recorded dataset is small and kept whole; a
    -- generated one can have millions of runs (~1.9 KB of text each), so its texts live in a cache of
    -- two generations of at most `cache_runs` entries each: reading every page of a large dataset

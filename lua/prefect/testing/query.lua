@@ -110,13 +110,20 @@ end
 -- Schemas
 
 local function list(of) return { kind = "list", of = of } end
-local function enum(name, values) return { kind = "enum", name = name, values = values } end
+-- values3: the members on a Prefect 3 server, when they differ from 2.x's.
+local function enum(name, values, values3)
+   return { kind = "enum", name = name, values = values, values3 = values3 or values }
+end
 
 local STATE_TYPES = { "SCHEDULED", "PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "CRASHED",
    "PAUSED", "CANCELLING" }
 local OPERATOR = enum("Operator", { "and_", "or_" })
 local TASK_RUN_SORTS = { "ID_DESC", "EXPECTED_START_TIME_ASC", "EXPECTED_START_TIME_DESC", "NAME_ASC",
    "NAME_DESC", "NEXT_SCHEDULED_START_TIME_ASC", "END_TIME_DESC" }
+-- Prefect 3.9.1 (not 3.8.3) adds the two duration sorts.
+local TASK_RUN_SORTS_3 = { "ID_DESC", "EXPECTED_START_TIME_ASC", "EXPECTED_START_TIME_DESC", "NAME_ASC",
+   "NAME_DESC", "NEXT_SCHEDULED_START_TIME_ASC", "END_TIME_DESC", "DURATION_DESC", "DURATION_ASC" }
+local TASK_RUN_SORT = enum("TaskRunSort", TASK_RUN_SORTS, TASK_RUN_SORTS_3)
 local FLOW_RUN_SORTS = { "ID_DESC", "START_TIME_ASC", "START_TIME_DESC", "EXPECTED_START_TIME_ASC",
    "EXPECTED_START_TIME_DESC", "NAME_ASC", "NAME_DESC", "NEXT_SCHEDULED_START_TIME_ASC", "END_TIME_DESC" }
 
@@ -229,9 +236,9 @@ local function params(...)
 end
 
 M.ENDPOINTS = {
-   task_runs_filter = params({ { "limit", "limit" }, { "sort", enum("TaskRunSort", TASK_RUN_SORTS) },
+   task_runs_filter = params({ { "limit", "limit" }, { "sort", TASK_RUN_SORT },
       { "offset", "offset" } }, FILTERS),
-   task_runs_paginate = params({ { "limit", "limit" }, { "sort", enum("TaskRunSort", TASK_RUN_SORTS) },
+   task_runs_paginate = params({ { "limit", "limit" }, { "sort", TASK_RUN_SORT },
       { "page", "page" } }, FILTERS),
    task_runs_count = params(FILTERS),
    flow_runs_filter = params({ { "limit", "limit" }, { "sort", enum("FlowRunSort", FLOW_RUN_SORTS) },
@@ -358,12 +365,12 @@ local function canonical_uuid(s)
 end
 M.canonical_uuid = canonical_uuid
 
+-- The reason pydantic-core (as Prefect 3.9.1 ships it) gives; positions count from 0.
 local function v2_uuid_error(s)
    local body = s:gsub("^urn:uuid:", "")
    local bad = body:find("[^%x%-]")
    if bad then
-      return format("invalid character: expected an optional prefix of `urn:uuid:` followed by "
-         .. "[0-9a-fA-F-], found `%s` at %d", body:sub(bad, bad), bad + (#s - #body))
+      return format("invalid character: found `%s` at %d", body:sub(bad, bad), bad - 1 + (#s - #body))
    end
    if not body:find("-") then
       return format("invalid length: expected length 32 for simple format, found %d", #body)
@@ -384,7 +391,9 @@ V.uuid = function(v3, _, value, loc, errs)
          return u
       end
       if v3 then
-         add(errs, loc, "Input should be a valid UUID, " .. v2_uuid_error(value), "uuid_parsing", value)
+         local why = v2_uuid_error(value)
+         add(errs, loc, "Input should be a valid UUID, " .. why, "uuid_parsing", value,
+            json.object({ "error" }, { error = why }))
          return nil
       end
    elseif v3 then
@@ -403,9 +412,9 @@ V.datetime = function(v3, _, value, loc, errs)
          local n = tonumber(value)
          if n and value:find("^%s*[-+]?[%d.]+%s*$") then return epoch_micros(n) end
          if why == "parse" then
-            add(errs, loc, "Input should be a valid datetime or date, invalid character in year",
-               "datetime_from_date_parsing", value,
-               json.object({ "error" }, { error = "invalid character in year" }))
+            -- Prefect 3.9.1 on Python 3.11 parses datetimes with pendulum, whose error has no fields.
+            add(errs, loc, "Value error, Unable to parse string [" .. value .. "]", "value_error", value,
+               json.object({ "error" }, { error = json.object({}, {}) }))
          else
             add(errs, loc, "Input should be a valid datetime, " .. why, "datetime_parsing", value,
                json.object({ "error" }, { error = why }))
@@ -430,15 +439,16 @@ V.datetime = function(v3, _, value, loc, errs)
 end
 
 V.enum = function(v3, t, value, loc, errs)
+   local members = v3 and t.values3 or t.values
    if type(value) == "string" then
-      for _, allowed in ipairs(t.values) do
+      for _, allowed in ipairs(members) do
          if value == allowed then return value end
       end
    end
    local values = json.array({})
-   for i, x in ipairs(t.values) do values[i] = x end
+   for i, x in ipairs(members) do values[i] = x end
    if v3 then
-      local expected = quoted_list(t.values, " or ")
+      local expected = quoted_list(members, " or ")
       add(errs, loc, "Input should be " .. expected, "enum", value,
          json.object({ "expected" }, { expected = expected }))
    else
@@ -692,8 +702,9 @@ function M.insertion_order(objects, n)
    return rowid
 end
 
-function M.new_store(ds)
-   local store = { ds = ds, orders = {}, fr_orders = {} }
+-- db: whose NULL placement sorts follow, "sqlite" (the default) or "postgres".
+function M.new_store(ds, db)
+   local store = { ds = ds, orders = {}, fr_orders = {}, nulls_high = db == "postgres" }
    local tr
    if ds.columns then
       tr = ds.columns
@@ -876,20 +887,15 @@ local function name_filter(f, get, get_lower)
    return combine(parts, "and_")
 end
 
--- A sub-object contributes its criteria (Prefect 2 flattens state.type/state.name into the state
--- object's list; Prefect 3 keeps a sub-object only when it is a single comparison).
-local function state_filter(f, get_type, get_name, v3)
+-- A sub-object contributes its criteria to the state object's list. (Prefect's 3.1.9 to 3.8
+-- source keeps a sub-object only when it is a single comparison; a live 3.9.1 applies any_ and
+-- not_any_ together, as 2.x does, and that is what this server follows.)
+local function state_filter(f, get_type, get_name)
    local parts = {}
    local function sub(sf, get)
       if not sf then return end
-      local own = {}
-      if sf.any_ then own[#own + 1] = in_list(get, sf.any_) end
-      if sf.not_any_ and #sf.not_any_ > 0 then own[#own + 1] = not_in_list(get, sf.not_any_) end
-      if v3 then
-         if #own == 1 then parts[#parts + 1] = own[1] end
-      else
-         for _, p in ipairs(own) do parts[#parts + 1] = p end
-      end
+      if sf.any_ then parts[#parts + 1] = in_list(get, sf.any_) end
+      if sf.not_any_ and #sf.not_any_ > 0 then parts[#parts + 1] = not_in_list(get, sf.not_any_) end
    end
    sub(f.type, get_type)
    sub(f.name, get_name)
@@ -931,7 +937,7 @@ local function compile_flow_run_filter(store, f, v3)
       if w.is_null_ ~= nil then sub[#sub + 1] = null_check(field("work_queue_name"), w.is_null_) end
       add_sub(parts, combine(sub, w.operator))
    end
-   if f.state then add_sub(parts, state_filter(f.state, field("state_type"), field("state_name"), v3)) end
+   if f.state then add_sub(parts, state_filter(f.state, field("state_type"), field("state_name"))) end
    if f.flow_version and f.flow_version.any_ then
       add_sub(parts, in_list(field("flow_version"), f.flow_version.any_))
    elseif f.flow_version then
@@ -1061,7 +1067,7 @@ local function compile_deployment_filter(store, f)
       if f.work_queue_name.any_ then add_sub(parts, in_list(field("work_queue_name"), f.work_queue_name.any_))
       else add_sub(parts, true) end
    end
-   if f.concurrency_limit then add_sub(parts, true) end -- deprecated: accepted and ignored
+   -- f.concurrency_limit: deprecated, accepted and dropped (no criterion, not even TRUE under or_)
    return combine(parts, f.operator)
 end
 
@@ -1106,7 +1112,7 @@ local function compile_task_run_filter(store, f, v3)
    add_sub(parts, tags_filter(f.tags, function(i) return tr.tags[i] end))
    if f.state then
       add_sub(parts, state_filter(f.state, function(i) return tr.state_type[i] end,
-         function(i) return tr.state_name[i] end, v3))
+         function(i) return tr.state_name[i] end))
    end
    for _, name in ipairs({ "start_time", "end_time", "expected_start_time" }) do
       if f[name] then
@@ -1172,15 +1178,18 @@ local function sort_spec(sort)
 end
 
 -- Ties (NULLs included) come back in insertion order, forwards for ASC and backwards for DESC:
--- that is how SQLite walks the sort column's index, and what the recorded server did.
-local function ordering(keys, rowid, count, desc)
+-- that is how SQLite walks the sort column's index, and what the recorded server did. PostgreSQL
+-- (nulls_high) sorts NULL above every value: last for ASC, first for DESC; its ties have no
+-- defined order, so no client can rely on one.
+local function ordering(keys, rowid, count, desc, nulls_high)
+   local null_first = (not desc) ~= (nulls_high == true)
    local order = {}
    for i = 1, count do order[i] = i end
    table.sort(order, function(a, b)
       local ka, kb = keys[a], keys[b]
       if ka ~= kb then
-         if ka == false then return not desc end
-         if kb == false then return desc end
+         if ka == false then return null_first end
+         if kb == false then return not null_first end
          if desc then return ka > kb end
          return ka < kb
       end
@@ -1190,7 +1199,48 @@ local function ordering(keys, rowid, count, desc)
    return order
 end
 
+-- Seconds a run has run so far, as Prefect's estimated_run_time computes it at request time: the
+-- recorded total, plus the time since a RUNNING run's state began.
+local function estimated_run_time(run, now_us)
+   local total = json.number(run.total_run_time) or 0
+   local st = is_object(run.state) and run.state or nil
+   if run.state_type == "RUNNING" and st and type(st.timestamp) == "string" then
+      local began = ts(st.timestamp)
+      if began and now_us > began then total = total + (now_us - began) / 1e6 end
+   end
+   return total
+end
+
+-- DURATION_DESC / DURATION_ASC (Prefect 3.9): estimated run time, then expected start time
+-- descending, then id descending; computed per request, since running runs keep running.
+local function duration_order(store, desc)
+   local tr, runs = store.tr, store.ds.task_runs or {}
+   local now_us = math.floor(os.time() * 1e6)
+   local secs, exp, ids = {}, tr.expected_start_time, tr.id
+   for i = 1, tr.n do secs[i] = runs[i] and estimated_run_time(runs[i], now_us) or 0 end
+   local order = {}
+   for i = 1, tr.n do order[i] = i end
+   table.sort(order, function(a, b)
+      if secs[a] ~= secs[b] then
+         if desc then return secs[a] > secs[b] end
+         return secs[a] < secs[b]
+      end
+      local ea, eb = exp[a], exp[b]
+      if ea ~= eb then
+         -- expected start time DESC: NULLs last on SQLite, first on PostgreSQL
+         if ea == false then return store.nulls_high end
+         if eb == false then return not store.nulls_high end
+         return ea > eb
+      end
+      return ids[a] > ids[b]
+   end)
+   return order
+end
+
 function M.order(store, sort)
+   if sort == "DURATION_DESC" or sort == "DURATION_ASC" then
+      return duration_order(store, sort == "DURATION_DESC")
+   end
    local cached = store.orders[sort]
    if cached then return cached end
    local tr = store.tr
@@ -1217,7 +1267,7 @@ function M.order(store, sort)
          end
       end
    else
-      order = ordering(tr[key], store.rowid, tr.n, desc)
+      order = ordering(tr[key], store.rowid, tr.n, desc, store.nulls_high)
    end
    store.orders[sort] = order
    return order
@@ -1297,7 +1347,7 @@ function M.flow_runs(store, p, prefect)
          keys[k] = r[key]
       end
    end
-   local order = ordering(keys, rowid, #rows, desc)
+   local order = ordering(keys, rowid, #rows, desc, store.nulls_high)
    local out = {}
    local offset, limit = p.offset or 0, p.limit
    for k = offset + 1, math.min(#rows, offset + limit) do out[#out + 1] = rows[order[k]] end
