@@ -26,7 +26,7 @@ CURL_LIB  = $(shell pkg-config --libs libcurl)
 export LUA_PATH  := $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/support/?.lua;;
 export LUA_CPATH := $(CURDIR)/$(BUILD)/?.so;;
 
-.PHONY: all build build-all deps test spec lint demo clean rock rock-core dist ctest valgrind fuzz bench examples asan
+.PHONY: all build build-all deps test spec lint demo clean rock rock-core dist doc ctest valgrind fuzz bench examples asan
 
 all: build
 
@@ -95,6 +95,10 @@ rock: deps
 # builds with no network (see tools/dist.sh).
 dist: deps
 	@tools/dist.sh
+
+# The API reference from the doc comments (LDoc, config.ld): build/doc/index.html.
+doc: deps
+	@tools/doc.sh
 
 # What the rockspecs' `make` build runs: prefect.core in one compiler call, so no
 # object file lands in csrc/; luarocks passes CFLAGS, LIBFLAG and the directories.

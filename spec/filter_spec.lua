@@ -11,7 +11,7 @@ local U1 = "0198c2a4-5b7e-7c3a-9d41-2f6a8e0b1c55"
 local U2 = "e978192b-7a34-4f33-b4f8-946368f18de8"
 local STATES = "SCHEDULED, PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, CRASHED, PAUSED, CANCELLING"
 local SORTS = "ID_DESC, EXPECTED_START_TIME_ASC, EXPECTED_START_TIME_DESC, NAME_ASC, NAME_DESC,"
-   .. " NEXT_SCHEDULED_START_TIME_ASC, END_TIME_DESC"
+   .. " NEXT_SCHEDULED_START_TIME_ASC, END_TIME_DESC, DURATION_DESC, DURATION_ASC"
 
 local function body_of(q, opts)
    local body = filter.compile(q, opts)
@@ -558,9 +558,15 @@ describe("prefect.filter.compile", function()
       end)
 
       it("refuses what Prefect would silently drop or ignore", function()
-         assert.equal("flow_runs.state.type has both any_ and not_any_; Prefect (3.1.9+) silently ignores"
-            .. " such a filter, so give only one of them",
-            err({ flow_run = { state = { any = { "FAILED" }, not_any = { "CRASHED" } } } }))
+         local both_ops = "flow_runs.state.type has both any_ and not_any_; Prefect 3.1.9 to 3.8 silently"
+            .. " ignore such a filter (3.9 applies both), so give only one of them, or the server option 3.9"
+            .. " or later"
+         local q = { flow_run = { state = { any = { "FAILED" }, not_any = { "CRASHED" } } } }
+         assert.equal(both_ops, err(q))
+         assert.equal(both_ops, err(q, { server = "3.8.3" }))
+         local both = filter.compile(q, { server = "3.9.1" })
+         assert.same({ "FAILED" }, both.flow_runs.state.type.any_)
+         assert.same({ "CRASHED" }, both.flow_runs.state.type.not_any_)
          assert.equal("task_runs.flow_run_id has is_null_ = true (no flow run) and any_; Prefect then ignores"
             .. " any_, so give only one of them", err({ background = true, flow_run_id = U1 }))
          assert.equal("task_runs.operator: null is rejected by Prefect (422); leave the key out for the"

@@ -140,6 +140,13 @@ function compile_query(q, ctx, where)
                if near then msg = msg .. "; did you mean " .. fail.show(near) .. "?" end
                fail.raise(msg)
             end
+            local since = schema.SORT_SINCE[s]
+            if since and ctx.server then
+               local ok, why = schema.available(since, ctx.server)
+               if not ok then
+                  fail.raise("sort: " .. s .. " " .. why .. "; the target server is " .. ctx.server_text)
+               end
+            end
             body.sort = s
          elseif k == "limit" then
             paging.limit = whole_at_least(v, p, 0, "a whole number >= 0 (the total number of runs wanted)")
@@ -217,7 +224,7 @@ end
 local function compile_top(q, opts)
    local ctx = read_options(opts)
    local body, paging = compile_query(q, ctx, nil)
-   merge.check(body)
+   merge.check(body, ctx.server)
    check_contradictions(body, ctx)
    return body, paging
 end

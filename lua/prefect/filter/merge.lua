@@ -7,8 +7,10 @@
 --   same); anything else cannot be said in Prefect's shape and is an error.
 -- * `check` rejects bodies whose meaning Prefect would silently change: an
 --   ineffective criterion under `or_` (it counts as true, §3.1 rule 6), a
---   flow-run state sub-filter with both `any_` and `not_any_` (silently
---   dropped, §3.4), `flow_run_id` with `is_null_ = true` and `any_` (any_ ignored).
+--   flow-run state sub-filter with both `any_` and `not_any_` (dropped by the
+--   3.1.9 to 3.8 source, §3.4; a live 3.9.1 applies both, so it passes when the
+--   target server is 3.9 or later), `flow_run_id` with `is_null_ = true` and
+--   `any_` (any_ ignored).
 
 local schema = require("prefect.filter.schema")
 local values = require("prefect.filter.values")
@@ -220,14 +222,23 @@ function merge.effective(v, object_name)
    return any
 end
 
-local function check_object(v, object_name, path)
+-- A state sub-filter may hold both any_ and not_any_ from this version on (checked live on 3.9.1).
+local BOTH_STATE_OPERATORS = { since = "3.9.0" }
+
+local function check_object(v, object_name, path, server)
    if not is_object(v) then return end
    local def = schema.objects[object_name]
    if v.operator == "or_" and #criteria(v) > 1 then
       for _, k in ipairs(criteria(v)) do
          local entry = def.fields[k]
          local ok
-         if entry.object then ok = merge.effective(v[k], entry.object) else ok = value_effective(k, v[k]) end
+         if entry.object and schema.objects[entry.object].ignored then
+            ok = true -- not a criterion at all: the server drops it (checked live on 3.9.1)
+         elseif entry.object then
+            ok = merge.effective(v[k], entry.object)
+         else
+            ok = value_effective(k, v[k])
+         end
          if not ok then
             fail.raise(path .. "." .. k .. " holds no effective criterion (an empty filter, like_ \"\","
                .. " all_ [], not_any_ [] or null); under " .. path .. "'s operator or_ Prefect counts it"
@@ -235,11 +246,11 @@ local function check_object(v, object_name, path)
          end
       end
    end
-   if def.exclusive then
+   if def.exclusive and not (server and schema.available(BOTH_STATE_OPERATORS, server)) then
       local a, b = def.exclusive[1], def.exclusive[2]
       if v[a] ~= nil and v[b] ~= nil and not values.is_null(v[a]) and not values.is_null(v[b]) then
-         fail.raise(path .. " has both " .. a .. " and " .. b .. "; Prefect (3.1.9+) silently ignores such a"
-            .. " filter, so give only one of them")
+         fail.raise(path .. " has both " .. a .. " and " .. b .. "; Prefect 3.1.9 to 3.8 silently ignore such"
+            .. " a filter (3.9 applies both), so give only one of them, or the server option 3.9 or later")
       end
    end
    if object_name == "TaskRunFilterFlowRunId" and v.is_null_ == true and v.any_ ~= nil
@@ -249,14 +260,14 @@ local function check_object(v, object_name, path)
    end
    for _, k in ipairs(criteria(v)) do
       local entry = def.fields[k]
-      if entry and entry.object then check_object(v[k], entry.object, path .. "." .. k) end
+      if entry and entry.object then check_object(v[k], entry.object, path .. "." .. k, server) end
    end
 end
 
 --- Raise if the body holds something Prefect would silently read differently than written.
-function merge.check(body)
+function merge.check(body, server)
    for _, group in ipairs(schema.GROUPS) do
-      check_object(body[group], schema.GROUP_OBJECT[group], group)
+      check_object(body[group], schema.GROUP_OBJECT[group], group, server)
    end
 end
 

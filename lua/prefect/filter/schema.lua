@@ -21,8 +21,13 @@ schema.STATE_TYPES = {
 
 schema.SORTS = {
    "ID_DESC", "EXPECTED_START_TIME_ASC", "EXPECTED_START_TIME_DESC", "NAME_ASC", "NAME_DESC",
-   "NEXT_SCHEDULED_START_TIME_ASC", "END_TIME_DESC",
+   "NEXT_SCHEDULED_START_TIME_ASC", "END_TIME_DESC", "DURATION_DESC", "DURATION_ASC",
 }
+
+-- Sorts newer than 2.x: the duration sorts (estimated run time, ties by expected start time and
+-- id) answer on a live 3.9.1 server and are absent from 3.8.3's source; 3.9.0 is taken as their
+-- first release.
+schema.SORT_SINCE = { DURATION_DESC = { since = "3.9.0" }, DURATION_ASC = { since = "3.9.0" } }
 
 -- The four filter groups of the body, in the order Prefect documents them.
 schema.GROUPS = { "task_runs", "flow_runs", "flows", "deployments" }
