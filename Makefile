@@ -26,7 +26,7 @@ CURL_LIB  = $(shell pkg-config --libs libcurl)
 export LUA_PATH  := $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/support/?.lua;;
 export LUA_CPATH := $(CURDIR)/$(BUILD)/?.so;;
 
-.PHONY: all build build-all deps test spec lint demo clean rock rock-core dist doc ctest valgrind fuzz bench examples asan
+.PHONY: all build build-all deps test spec lint demo clean rock rock-core dist doc ctest valgrind fuzz bench examples asan test-real record-real
 
 all: build
 
@@ -45,7 +45,7 @@ build-all:
 	@$(MAKE) --no-print-directory build LUA=luajit
 
 lint:
-	luacheck -q --no-color lua spec examples bench tools/*.lua bin/prefect-test-server
+	luacheck -q --no-color lua spec tests/real examples bench tools/*.lua bin/prefect-test-server
 	clang-format --dry-run -Werror csrc/*.c csrc/*.h tests/c/*.c bench/*.c fuzz/*.c examples/host/*.c
 
 # The busted specs under one flavour (LUA=...), without the set-up.
@@ -54,11 +54,22 @@ spec: build
 
 # Everything, on a fresh machine: packages, both builds, lint, the rock, the
 # specs under Lua 5.4 and LuaJIT, the C tests, valgrind, every spec against an
-# ASan + UBSan build, and a short fuzz run.
+# ASan + UBSan build, a short fuzz run, and the real Prefect server's stage
+# (PREFECT_REAL=skip skips only that one, and says so in the tally).
 test: deps build-all lint
 	@tools/rock.sh lua5.4
 	@tools/rock.sh luajit
-	@tools/test.sh lua5.4 luajit ctest valgrind asan fuzz
+	@tools/test.sh lua5.4 luajit ctest valgrind asan fuzz real
+
+# The real Prefect server (pinned in tools/real/requirements.txt, installed from
+# PyPI into build/prefect-venv) on SQLite and on PostgreSQL: the differential
+# suite against our client and the bundled test server, auth and CSRF.
+test-real: deps build
+	@tools/test.sh real
+
+# Re-records spec/fixtures/{dataset,exchanges}-<version>.json from the real server.
+record-real: deps build
+	@tools/real/record.sh
 
 ctest: deps
 	@tools/test.sh ctest

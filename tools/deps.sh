@@ -7,7 +7,7 @@ packages="gcc make pkg-config ca-certificates openssl curl
 lua5.4 liblua5.4-dev luajit2 libluajit2-5.1-dev
 lua-cjson lua-busted lua-socket lua-sec lua-zlib lua-check luarocks git zip unzip lua-ldoc
 libcurl4-openssl-dev clang clang-format valgrind libclang-rt-14-dev
-nginx libnginx-mod-http-lua $*"
+nginx libnginx-mod-http-lua postgresql python3-venv $*"
 
 missing=""
 for p in $packages; do

@@ -8,6 +8,8 @@
 #   valgrind        the decoder and transport specs under valgrind memcheck
 #   asan            every spec under lua5.4 with prefect.core built with ASan + UBSan
 #   fuzz            the decoder's libFuzzer target for $FUZZ_SECONDS (default 60)
+#   real            tests/real against the real Prefect server (tools/real/requirements.txt pins
+#                   it) on SQLite and on PostgreSQL; skipped only when PREFECT_REAL=skip
 # Stages other than busted and ctest count as one check each.
 set -u
 cd "$(dirname "$0")/.." || exit 1
@@ -27,18 +29,21 @@ count_check() { # name, exit code
     fi
 }
 
-run_busted() { # interpreter
-    echo "== specs under $1"
+run_busted() { # interpreter [spec paths, default spec]
+    lua=$1
+    shift
+    [ $# -gt 0 ] || set -- spec
+    echo "== specs under $lua: $*"
     tally=$(mktemp)
     LUA_PATH="$root/lua/?.lua;$root/lua/?/init.lua;$root/spec/support/?.lua;;" \
-    LUA_CPATH="$root/build/$1/?.so;;" \
-    PREFECT_TEST_LUA="$1" PREFECT_TALLY_FILE="$tally" \
-        "$1" /usr/bin/busted -o "$root/tools/busted_tally.lua" spec
+    LUA_CPATH="$root/build/$lua/?.so;;" \
+    PREFECT_TEST_LUA="$lua" PREFECT_TALLY_FILE="$tally" \
+        "$lua" /usr/bin/busted -o "$root/tools/busted_tally.lua" "$@"
     rc=$?
     totals=$(cat "$tally")
     rm -f "$tally"
     if [ -z "$totals" ]; then
-        count_check "busted under $1 (no totals: exit $rc)" 1
+        count_check "busted under $lua (no totals: exit $rc)" 1
         return
     fi
     set -- $totals
@@ -69,6 +74,22 @@ for stage in "$@"; do
     case "$stage" in
         lua5.4 | luajit) run_busted "$stage" ;;
         ctest) run_ctest ;;
+        real)
+            if [ "${PREFECT_REAL:-}" = skip ]; then
+                echo "== the real Prefect server: skipped (PREFECT_REAL=skip)"
+                skipped=$((skipped + 1))
+                continue
+            fi
+            echo "== the real Prefect server: $(cat tools/real/requirements.txt)"
+            if ! tools/real/venv.sh; then
+                count_check "installing the real Prefect server" 1
+                continue
+            fi
+            for db in sqlite postgres; do
+                PREFECT_REAL_DB=$db run_busted lua5.4 tests/real/differential_spec.lua
+            done
+            run_busted lua5.4 tests/real/auth_csrf_spec.lua
+            ;;
         valgrind)
             echo "== valgrind memcheck: decoder, transport and read_ahead specs"
             tools/valgrind.sh spec/decode_spec.lua spec/transport_spec.lua spec/read_ahead_spec.lua
