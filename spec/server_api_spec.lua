@@ -727,7 +727,7 @@ describe("test server filter semantics", function()
       both('{"flow_runs": {"start_time": {"is_null_": true}}}', { "100%_done-5", "Ünïcode-3" })
    end)
 
-   it("Prefect 3 applies both any_ and not_any_ of a flow_runs.state sub-filter, as a live 3.9.1 does", function()
+   it("Prefect 3 applies both any_ and not_any_ of a flow_runs.state sub-filter, as 3.9.1 does", function()
       assert.are.same({ "Load_DB-1", "loadXdb-2" }, sorted(names(app3,
          '{"flow_runs": {"state": {"type": {"any_": ["COMPLETED"], "not_any_": ["SCHEDULED"]}}}}')))
       assert.are.same({ "Load_DB-1", "loadXdb-2" },
