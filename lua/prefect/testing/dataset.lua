@@ -688,8 +688,16 @@ function M.task_run(g, i)
    end
    local data = NULL
    if f.state_type == "COMPLETED" and r.int(1, 3) == 1 then
-      data = json.object({ "type", "storage_key", "serializer" }, { type = "reference",
-         storage_key = "/results/" .. f.id:gsub("-", ""), serializer = "pickle" })
+      local key = "/results/" .. f.id:gsub("-", "")
+      if shape == 3 then
+         -- Prefect 3's result record metadata (the keys its own client needs to parse it; the
+         -- rest take their defaults), not 2.x's string serializer, which that client refuses
+         data = json.object({ "storage_key", "serializer" }, { storage_key = key,
+            serializer = json.object({ "type", "picklelib" }, { type = "pickle", picklelib = "cloudpickle" }) })
+      else
+         data = json.object({ "type", "storage_key", "serializer" }, { type = "reference",
+            storage_key = key, serializer = "pickle" })
+      end
    end
    local state = json.object(STATE_KEYS, {
       id = f.state_id, type = f.state_type, name = f.state_name, timestamp = format_micros(state_ts, shape),
