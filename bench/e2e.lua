@@ -534,6 +534,60 @@ local function section_pipeline(cfg, server_lua)
    if not ok then error(err, 0) end
 end
 
+-- Prefect's own Python client (from the venv `make test-real` installs) beside this client, in
+-- the same run against the same server: CPU per 1,000 runs and the process's peak RSS.
+local PYTHON = root .. "/build/prefect-venv/bin/python"
+
+local function run_python(url, n)
+   local cmd = ("%s %s %s %d 2>&1"):format(quote(PYTHON), quote(root .. "/bench/peers/prefect_python.py"),
+      quote(url), n)
+   local p = assert(io.popen(cmd, "r"))
+   local out = p:read("*a")
+   p:close()
+   local line = out:match("RESULT ([^\n]*)")
+   if not line then error("python peer failed: " .. cmd .. "\n" .. out, 0) end
+   local r = {}
+   for k, v in line:gmatch("(%S+)=(%S+)") do r[k] = tonumber(v) end
+   return r
+end
+
+local function section_python(cfg, server_lua)
+   io.write(("\n== Prefect's Python client (%s) against this client, Lua 5.4: %d runs per read,"
+      .. " median of %d\n"):format(
+      first_line(quote(PYTHON) .. " -c 'import prefect; print(prefect.__version__)'"), cfg.cpu_runs,
+      cfg.reps))
+   local present = os.execute("test -x " .. quote(PYTHON))
+   if not (present == true or present == 0) then
+      io.write("  skipped: no build/prefect-venv (make test-real makes it)\n")
+      return
+   end
+   local srv = start_server(cfg.cpu_dataset, server_lua)
+   local ok, err = pcall(function()
+      run_child("lua5.4", "memory", "client", srv.url, tostring(cfg.cpu_dataset))
+      local rows = { { name = "client", cpu = {}, peak = {} },
+         { name = "prefect (python)", cpu = {}, peak = {} } }
+      for _ = 1, cfg.reps do
+         local r = run_child("lua5.4", "memory", "client", srv.url, tostring(cfg.cpu_runs))
+         rows[1].cpu[#rows[1].cpu + 1] = r.cpu / r.runs * 1000
+         rows[1].peak[#rows[1].peak + 1] = r.peak_kb / 1024
+         local py = run_python(srv.url, cfg.cpu_runs)
+         assert(py.runs == cfg.cpu_runs, "the python client read " .. tostring(py.runs))
+         rows[2].cpu[#rows[2].cpu + 1] = py.cpu / py.runs * 1000
+         rows[2].peak[#rows[2].peak + 1] = py.peak_kb / 1024
+      end
+      local base = proc.median(rows[1].cpu)
+      for _, row in ipairs(rows) do
+         local c = proc.median(row.cpu)
+         io.write(("    %-17s cpu %8s/1000 runs  (x%6.2f of client)   peak RSS %6.1f MB\n"):format(row.name,
+            fmt_ms(c), c / base, proc.median(row.peak)))
+      end
+      io.write("    (python: get_client(sync_client=True).read_task_runs, 200 a page, offset by hand;\n"
+         .. "     its CPU counts the read only, not the import; RSS is the whole process's peak)\n")
+   end)
+   srv:stop()
+   if not ok then error(err, 0) end
+end
+
 local CONFIGS = {
    quick = {
       reps = 3, cpu_dataset = 10000, cpu_runs = 4000, mem_sizes = { 10000, 100000 },
@@ -569,7 +623,7 @@ local function main(argv)
          for w in (argv[i] or ""):gmatch("[^,]+") do only[w] = true end
       else
          io.stderr:write("usage: lua5.4 bench/e2e.lua [--quick | --full] [--only cpu,breakdown,memory,first,"
-            .. "prefetch,pipeline]\n")
+            .. "prefetch,pipeline,python]\n")
          os.exit(2)
       end
       i = i + 1
@@ -590,6 +644,7 @@ local function main(argv)
       { "first", function() section_first(cfg, server_lua) end },
       { "prefetch", function() section_prefetch(cfg, server_lua) end },
       { "pipeline", function() section_pipeline(cfg, server_lua) end },
+      { "python", function() section_python(cfg, server_lua) end },
    }
    for _, s in ipairs(sections) do
       if not only or only[s[1]] then
