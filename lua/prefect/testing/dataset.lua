@@ -693,7 +693,8 @@ function M.task_run(g, i)
          -- Prefect 3's result record metadata (the keys its own client needs to parse it; the
          -- rest take their defaults), not 2.x's string serializer, which that client refuses
          data = json.object({ "storage_key", "serializer" }, { storage_key = key,
-            serializer = json.object({ "type", "picklelib" }, { type = "pickle", picklelib = "cloudpickle" }) })
+            serializer = json.object({ "type", "picklelib" },
+               { type = "pickle", picklelib = "cloudpickle" }) })
       else
          data = json.object({ "type", "storage_key", "serializer" }, { type = "reference",
             storage_key = key, serializer = "pickle" })
