@@ -282,6 +282,12 @@ function M.cases()
    raw("GET on the filter route", "GET", "/task_runs/filter", nil)
    raw("count with a bad key", "POST", "/task_runs/count", '{"task_runs":{"x":1}}')
    raw("get a malformed id", "GET", "/task_runs/not-a-uuid", nil)
+   raw("flow runs by name", "POST", "/flow_runs/filter",
+      '{"flow_runs":{"name":{"any_":["fr-alpha","fr-child"]}}}')
+   raw("flow runs by name, first 3", "POST", "/flow_runs/filter", '{"sort":"NAME_ASC","limit":3}')
+   raw("flow runs of failed task runs", "POST", "/flow_runs/filter",
+      '{"task_runs":{"state":{"type":{"any_":["FAILED"]}}},"sort":"NAME_DESC"}')
+   raw("flow runs, bad sort", "POST", "/flow_runs/filter", '{"sort":"DURATION_DESC"}')
    raw("health", "GET", "/health", nil)
    raw("version", "GET", "/version", nil)
    raw("admin version", "GET", "/admin/version", nil)

@@ -16,7 +16,8 @@ local disk = require("disk")
 local ROOT = test_server.ROOT
 local real = {}
 
-real.PYTHON = os.getenv("PREFECT_REAL_PYTHON") or (ROOT .. "/build/prefect-venv/bin/python")
+local python = os.getenv("PREFECT_REAL_PYTHON")
+real.PYTHON = (python and python ~= "") and python or (ROOT .. "/build/prefect-venv/bin/python")
 real.PIN = (assert(disk.read(ROOT .. "/tools/real/requirements.txt")):match("==%s*([%w.]+)"))
 
 local function quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
