@@ -539,7 +539,7 @@ end
 local PYTHON = root .. "/build/prefect-venv/bin/python"
 
 local function run_python(url, n)
-   local cmd = ("%s %s %s %d 2>&1"):format(quote(PYTHON), quote(root .. "/bench/peers/prefect_python.py"),
+   local cmd = ("%s %s %s %d 2>&1"):format(quote(PYTHON), quote(root .. "/bench/peers/prefect_client.py"),
       quote(url), n)
    local p = assert(io.popen(cmd, "r"))
    local out = p:read("*a")
@@ -581,7 +581,7 @@ local function section_python(cfg, server_lua)
          io.write(("    %-17s cpu %8s/1000 runs  (x%6.2f of client)   peak RSS %6.1f MB\n"):format(row.name,
             fmt_ms(c), c / base, proc.median(row.peak)))
       end
-      io.write("    (python: get_client(sync_client=True).read_task_runs, 200 a page, offset by hand;\n"
+      io.write("    (python: get_client().read_task_runs, 200 a page, offset by hand;\n"
          .. "     its CPU counts the read only, not the import; RSS is the whole process's peak)\n")
    end)
    srv:stop()

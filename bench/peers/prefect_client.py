@@ -1,14 +1,16 @@
-"""Peer for bench/network.lua: Prefect's own Python client reading task runs by offset.
+"""Peer for bench/network.lua and bench/e2e.lua: Prefect's own Python client reading task runs
+by offset.
 
-    build/prefect-venv/bin/python bench/peers/prefect_client.py URL N CAFILE
+    build/prefect-venv/bin/python bench/peers/prefect_client.py URL N [CAFILE]
 
 Reads one page (imports, connection), then N runs with PrefectClient.read_task_runs in pages of
-200 by offset, sorted by id. Prints "RESULT cpu=... wall=... runs=..." (process CPU time, wall
-time of the N runs) as bench/network.lua's Lua children do.
+200 by offset, sorted by id. Prints "RESULT cpu=... wall=... runs=... peak_kb=..." (process CPU
+time and wall time of the N runs; the process's peak RSS) as the benches' Lua children do.
 """
 
 import asyncio
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -32,7 +34,8 @@ async def read(client, count, sort):
 
 async def main(url, count, cafile):
     os.environ["PREFECT_API_URL"] = url
-    os.environ["PREFECT_API_SSL_CERT_FILE"] = cafile
+    if cafile:
+        os.environ["PREFECT_API_SSL_CERT_FILE"] = cafile
     os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="prefect-bench-home-"))
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.sorting import TaskRunSort
@@ -44,8 +47,9 @@ async def main(url, count, cafile):
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     if got != count or last is None:
         sys.exit("read %d of %d runs" % (got, count))
-    print("RESULT cpu=%.6f wall=%.6f runs=%d" % (cpu, wall, got))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print("RESULT cpu=%.6f wall=%.6f runs=%d peak_kb=%d" % (cpu, wall, got, peak))
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], int(sys.argv[2]), sys.argv[3]))
+    asyncio.run(main(sys.argv[1], int(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else None))
