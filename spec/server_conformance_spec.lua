@@ -12,6 +12,7 @@ local disk = require("disk")
 local json = dataset.json
 
 local differential = require("differential")
+local same = differential.same
 
 local FIXTURES = test_server.ROOT .. "/spec/fixtures/"
 local exchanges = assert(json.decode((assert(disk.read(FIXTURES .. "exchanges-2.19.9.json")))))
@@ -19,22 +20,6 @@ local fixture = dataset.load(FIXTURES .. "dataset-2.19.9.json")
 local runs_by_id = {}
 for i = 1, #fixture.task_runs do runs_by_id[fixture.task_runs[i].id] = fixture.task_runs[i] end
 
--- Structural equality of two decoded JSON values; object key order does not matter.
-local function same(a, b)
-   local na, nb = json.number(a), json.number(b)
-   if na ~= nil or nb ~= nil then return na == nb end
-   if type(a) ~= "table" or type(b) ~= "table" then return a == b end
-   if a == json.null or b == json.null then return a == b end
-   if json.is_array(a) ~= json.is_array(b) then return false end
-   if json.is_array(a) then
-      if #a ~= #b then return false end
-      for i = 1, #a do if not same(a[i], b[i]) then return false end end
-      return true
-   end
-   for _, k in ipairs(json.keys(a)) do if not same(a[k], b[k]) then return false end end
-   for _, k in ipairs(json.keys(b)) do if a[k] == nil then return false end end
-   return true
-end
 
 local function show(v) return json.encode(v) end
 

@@ -350,7 +350,24 @@ function M.json_body(v, key)
    return json.object(keys, o)
 end
 
--- Comparing -------------------------------------------------------------------------------------
+-- Comparing ---------------------------------------------------------------------------------------
+
+--- Structural equality of two values decoded by dataset.json (object key order aside).
+function M.same(a, b)
+   local na, nb = json.number(a), json.number(b)
+   if na ~= nil or nb ~= nil then return na == nb end
+   if type(a) ~= "table" or type(b) ~= "table" then return a == b end
+   if a == NULL or b == NULL then return a == b end
+   if json.is_array(a) ~= json.is_array(b) then return false end
+   if json.is_array(a) then
+      if #a ~= #b then return false end
+      for i = 1, #a do if not M.same(a[i], b[i]) then return false end end
+      return true
+   end
+   for _, k in ipairs(json.keys(a)) do if not M.same(a[k], b[k]) then return false end end
+   for _, k in ipairs(json.keys(b)) do if a[k] == nil then return false end end
+   return true
+end
 
 -- Fields Prefect computes from the time of the request: two identical requests differ there.
 M.VOLATILE = { estimated_run_time = true, estimated_start_time_delta = true }

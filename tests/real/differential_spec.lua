@@ -45,22 +45,7 @@ local function decode(text)
    return text
 end
 
--- Structural equality of two values decoded by dataset.json (key order aside).
-local function same(a, b)
-   local na, nb = json.number(a), json.number(b)
-   if na ~= nil or nb ~= nil then return na == nb end
-   if type(a) ~= "table" or type(b) ~= "table" then return a == b end
-   if a == json.null or b == json.null then return a == b end
-   if json.is_array(a) ~= json.is_array(b) then return false end
-   if json.is_array(a) then
-      if #a ~= #b then return false end
-      for i = 1, #a do if not same(a[i], b[i]) then return false end end
-      return true
-   end
-   for _, k in ipairs(json.keys(a)) do if not same(a[k], b[k]) then return false end end
-   for _, k in ipairs(json.keys(b)) do if a[k] == nil then return false end end
-   return true
-end
+local same = differential.same
 
 local function show(v)
    if type(v) == "table" then return json.encode(v) end
