@@ -298,11 +298,9 @@ end
 
 local function quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
-local function run_child(lua, ...)
-   local words = { "cd", quote(root), "&&", quote(lua), "bench/e2e.lua", "--child" }
-   for _, a in ipairs({ ... }) do words[#words + 1] = quote(a) end
-   local cmd = table.concat(words, " ") .. " 2>&1"
-   local p = assert(io.popen(cmd, "r"))
+-- Runs a shell command that prints one "RESULT k=v ..." line; returns its fields.
+local function run_result(cmd)
+   local p = assert(io.popen(cmd .. " 2>&1", "r"))
    local out = p:read("*a")
    p:close()
    local line = out:match("RESULT ([^\n]*)")
@@ -310,6 +308,12 @@ local function run_child(lua, ...)
    local r = {}
    for k, v in line:gmatch("(%S+)=(%S+)") do r[k] = tonumber(v) or v end
    return r
+end
+
+local function run_child(lua, ...)
+   local words = { "cd", quote(root), "&&", quote(lua), "bench/e2e.lua", "--child" }
+   for _, a in ipairs({ ... }) do words[#words + 1] = quote(a) end
+   return run_result(table.concat(words, " "))
 end
 
 local function have(lua, module)
@@ -539,16 +543,8 @@ end
 local PYTHON = root .. "/build/prefect-venv/bin/python"
 
 local function run_python(url, n)
-   local cmd = ("%s %s %s %d 2>&1"):format(quote(PYTHON), quote(root .. "/bench/peers/prefect_client.py"),
-      quote(url), n)
-   local p = assert(io.popen(cmd, "r"))
-   local out = p:read("*a")
-   p:close()
-   local line = out:match("RESULT ([^\n]*)")
-   if not line then error("python peer failed: " .. cmd .. "\n" .. out, 0) end
-   local r = {}
-   for k, v in line:gmatch("(%S+)=(%S+)") do r[k] = tonumber(v) end
-   return r
+   return run_result(("%s %s %s %d"):format(quote(PYTHON), quote(root .. "/bench/peers/prefect_client.py"),
+      quote(url), n))
 end
 
 local function section_python(cfg, server_lua)

@@ -88,12 +88,8 @@ local function leaf_values(object, op, kind)
    error("differential: no values for " .. key .. " (" .. kind .. ")")
 end
 
-local function sorted_keys(t)
-   local keys = {}
-   for k in pairs(t) do keys[#keys + 1] = k end
-   table.sort(keys)
-   return keys
-end
+-- A plain table's keys, sorted.
+local sorted_keys = json.keys
 
 -- Every (path to a leaf, operator, value) of an object, depth first: path is a list of field names.
 local function walk(object, path, out)
