@@ -244,8 +244,11 @@ static CURLcode http_configure_session(CURL *e, const http_options *o)
         HTTP_SET(e, CURLOPT_NOPROXY, o->noproxy);
     HTTP_SET(e, CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);
     /* Pages are hundreds of KiB: a larger receive buffer means fewer
-     * wake-ups and callbacks per page than libcurl's default 16 KiB. */
-    HTTP_SET(e, CURLOPT_BUFFERSIZE, HTTP_RECV_BUFFER);
+     * wake-ups and callbacks per page than libcurl's default 16 KiB. Only a
+     * hint: libcurl refuses it for a pooled handle that still holds its
+     * buffer (after an HTTP/2 transfer, or a failed one), and reads into
+     * that one instead. */
+    (void)curl_easy_setopt(e, CURLOPT_BUFFERSIZE, HTTP_RECV_BUFFER);
     HTTP_SET(e, CURLOPT_USERAGENT, o->user_agent);
     HTTP_SET(e, CURLOPT_FOLLOWLOCATION, o->follow_redirects ? 1L : 0L);
     HTTP_SET(e, CURLOPT_MAXREDIRS, 5L);
