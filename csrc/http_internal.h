@@ -30,8 +30,9 @@
 #define HTTP_SPARE_MAX (8 * 1024 * 1024)
 #define HTTP_RESERVE_MAX HTTP_SPARE_MAX
 
-/* Upper bound on the response's header block: libcurl caps one header line,
- * this caps how many a hostile server can make us keep. */
+/* Upper bound on the response's head, interim 1xx heads included, and
+ * (separately) on a chunked body's trailers: libcurl caps one header line,
+ * this caps how many lines a hostile server can make us read and keep. */
 #define HTTP_MAX_HEAD_BYTES (256 * 1024)
 
 typedef struct http_buffer {
@@ -53,14 +54,16 @@ typedef enum http_stop {
     HTTP_STOP_TOO_LARGE, /* the decompressed body passed max_response */
     HTTP_STOP_DECODE,    /* the decoder refused more input */
     HTTP_STOP_MEMORY,    /* a body or header buffer could not grow */
-    HTTP_STOP_HEADERS,   /* the header block passed HTTP_MAX_HEAD_BYTES */
+    HTTP_STOP_HEADERS,   /* the head or the trailers passed HTTP_MAX_HEAD_BYTES */
+    HTTP_STOP_PROTOCOL,  /* the head broke HTTP's rules (stop_text says how) */
+    HTTP_STOP_STALL,     /* no byte from the server for stall_ms */
     HTTP_STOP_ABORTED    /* req:close(), s:close() or collection */
 } http_stop;
 
 typedef struct http_options {
     long timeout_ms;
     long connect_timeout_ms;
-    long stall_seconds;
+    long stall_ms; /* 0: no stall limit */
     curl_off_t max_response;
     size_t read_ahead;
     char *ca_file;
@@ -102,6 +105,8 @@ struct http_request {
     http_buffer body; /* the body when it does not go to the decoder */
     curl_off_t received;
     curl_off_t content_length; /* announced by the final response, or -1 */
+    size_t head_bytes;         /* every head line so far, interim 1xx heads included */
+    size_t trailer_bytes;
     curl_off_t max_response;
     size_t read_ahead;
     long status;
@@ -114,8 +119,18 @@ struct http_request {
     int dec_finished; /* dec_finish has been called */
     int paused;       /* the write callback paused the transfer: read_ahead reached */
     int closed;
+    int expect_status; /* the next header line starts a response */
+    int connected;     /* libcurl has a connection for the request and sends it */
+    /* The stall clock (http_stall.c): when the server last sent a byte, and
+     * libcurl's byte counters when they were last looked at. */
+    long stall_ms;
+    long last_data_ms;
+    curl_off_t seen_down;
+    curl_off_t seen_up;
+    long os_errno; /* CURLINFO_OS_ERRNO when the transfer ended */
     CURLcode result;
     http_stop stop;
+    char stop_text[128]; /* why, for HTTP_STOP_PROTOCOL and HTTP_STOP_HEADERS */
     char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -142,6 +157,26 @@ CURLMcode http_session_pump(http_session *s, long wait_ms);
 long http_now_ms(void);
 void http_session_register(lua_State *L);
 
+/* http_stall.c (pure C, no Lua calls) */
+/* A byte came from the server (or the transfer waits on our reader). */
+void http_stall_note(http_request *r, long now_ms);
+/* Stops every transfer of the session that has heard nothing for longer
+ * than its stall_ms; called after libcurl has run. */
+void http_stall_enforce(http_session *s, long now_ms);
+/* Milliseconds until the session's next stall deadline (capped at max_ms). */
+long http_stall_wait(const http_session *s, long now_ms, long max_ms);
+
+/* http_head.c (pure C) */
+/* 1 when the line is "HTTP/<d>[.<d>] <ddd>[ <reason>]" with 100 <= ddd <=
+ * 599 (CRLF included or not); *status gets ddd. */
+int http_parse_status_line(const char *line, size_t len, long *status);
+/* A Content-Length value: a decimal number, or a list of equal ones
+ * (RFC 9110 8.6). -1 when it is anything else. */
+curl_off_t http_parse_content_length(const char *value, size_t len);
+int http_has_prefix_ci(const char *s, size_t len, const char *prefix);
+int http_contains_ci(const char *s, size_t len, const char *needle);
+int http_lower(int c);
+
 /* http_transfer.c (pure C: no Lua calls, safe to reach from libcurl) */
 CURLcode http_transfer_configure(http_request *r, const http_options *o, const http_spec *spec);
 void http_transfer_done(http_request *r, CURLcode result);
@@ -157,7 +192,7 @@ void http_request_register(lua_State *L);
 
 /* http_error.c */
 char *http_redact_url(const char *url);
-const char *http_error_kind(CURLcode code, http_stop stop);
+const char *http_error_kind(const http_request *r);
 /* Pushes nil and an error table; returns 2. */
 int http_push_error(lua_State *L, const char *kind, const char *message, const char *url, int code);
 int http_push_transfer_error(lua_State *L, const http_request *r);

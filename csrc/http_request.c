@@ -8,7 +8,8 @@
 #include "http_internal.h"
 
 /* How long one wait inside a blocking call may last before we look again;
- * libcurl's own timers (total, connect, stall) end a transfer sooner. */
+ * libcurl's timers (total, connect) and our stall deadline (http_stall.c)
+ * end the wait sooner. */
 #define HTTP_WAIT_SLICE_MS 1000
 
 /* Slots of the user value table: what libcurl and the decoder point into. */

@@ -124,7 +124,9 @@ CURLMcode http_session_pump(http_session *s, long wait_ms)
     if (s->closed)
         return CURLM_OK;
     if (wait_ms > 0) {
-        mc = curl_multi_poll(s->multi, NULL, 0, (int)(wait_ms > 60000 ? 60000 : wait_ms), NULL);
+        /* libcurl wakes up for its own timers; a stall deadline is ours */
+        wait_ms = http_stall_wait(s, http_now_ms(), wait_ms > 60000 ? 60000 : wait_ms);
+        mc = curl_multi_poll(s->multi, NULL, 0, (int)wait_ms, NULL);
         if (mc != CURLM_OK)
             return mc;
     }
@@ -132,6 +134,7 @@ CURLMcode http_session_pump(http_session *s, long wait_ms)
     s->running = running;
     s->last_pump_ms = http_now_ms();
     http_session_collect_done(s);
+    http_stall_enforce(s, s->last_pump_ms);
     return mc;
 }
 
@@ -265,7 +268,6 @@ static void http_check_option_names(lua_State *L, int idx)
 static void http_read_options(lua_State *L, int idx, http_options *o)
 {
     double max_response;
-    long stall_ms;
     if (lua_isnoneornil(L, idx)) {
         lua_newtable(L);
         lua_replace(L, idx);
@@ -274,10 +276,7 @@ static void http_read_options(lua_State *L, int idx, http_options *o)
     http_check_option_names(L, idx);
     o->timeout_ms = http_opt_ms(L, idx, "timeout", 60);
     o->connect_timeout_ms = http_opt_ms(L, idx, "connect_timeout", 10);
-    stall_ms = http_opt_ms(L, idx, "stall_timeout", 30);
-    /* libcurl measures stalls in whole seconds; round up so a short stall
-     * timeout still means "some". */
-    o->stall_seconds = (stall_ms + 999) / 1000;
+    o->stall_ms = http_opt_ms(L, idx, "stall_timeout", 30);
     o->insecure = http_opt_bool(L, idx, "insecure", 0);
     o->http2 = http_opt_bool(L, idx, "http2", 0);
     o->accept_encoding = http_opt_bool(L, idx, "accept_encoding", 1);

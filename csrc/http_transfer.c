@@ -2,6 +2,7 @@
  * and write callbacks. Nothing in this file calls Lua. The callbacks run with
  * libcurl on the C stack, so they only copy bytes and record why they
  * stopped; Lua values are built by http_request.c after libcurl returns. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -47,63 +48,6 @@ void http_buffer_free(http_buffer *b)
     b->len = b->cap = 0;
 }
 
-static int http_lower(int c)
-{
-    return (c >= 'A' && c <= 'Z') ? c + ('a' - 'A') : c;
-}
-
-static int http_has_prefix_ci(const char *s, size_t len, const char *prefix)
-{
-    size_t i;
-    for (i = 0; prefix[i]; i++)
-        if (i >= len || http_lower((unsigned char)s[i]) != prefix[i])
-            return 0;
-    return 1;
-}
-
-static int http_contains_ci(const char *s, size_t len, const char *needle)
-{
-    size_t n = strlen(needle), i;
-    for (i = 0; i + n <= len; i++)
-        if (http_has_prefix_ci(s + i, len - i, needle))
-            return 1;
-    return 0;
-}
-
-/* "HTTP/1.1 200 OK" and "HTTP/2 200" alike. */
-static long http_parse_status(const char *line, size_t len)
-{
-    size_t i = 5;
-    long status = 0;
-    int digits = 0;
-    while (i < len && line[i] != ' ')
-        i++;
-    while (i < len && line[i] == ' ')
-        i++;
-    while (i < len && line[i] >= '0' && line[i] <= '9' && digits < 3) {
-        status = status * 10 + (line[i] - '0');
-        i++;
-        digits++;
-    }
-    return digits == 3 ? status : 0;
-}
-
-/* A Content-Length value, or -1 when it is not a plain decimal number. */
-static curl_off_t http_parse_length(const char *p, size_t len)
-{
-    curl_off_t n = 0;
-    size_t i = 0;
-    int digits = 0;
-    while (i < len && (p[i] == ' ' || p[i] == '\t'))
-        i++;
-    for (; i < len && p[i] >= '0' && p[i] <= '9'; i++, digits++) {
-        if (digits >= 18) /* past any body we would accept, and no overflow */
-            return -1;
-        n = n * 10 + (p[i] - '0');
-    }
-    return digits ? n : -1;
-}
-
 static int http_is_followed(const http_request *r)
 {
     switch (r->status) {
@@ -118,50 +62,34 @@ static int http_is_followed(const http_request *r)
     }
 }
 
-static size_t http_on_header(char *line, size_t size, size_t nitems, void *userdata)
+/* Stops the transfer for a head that breaks HTTP's rules; returns 0 for
+ * libcurl (which then reports a write error). */
+static size_t http_refuse_head(http_request *r, http_stop why, const char *text)
 {
-    http_request *r = userdata;
-    size_t len = size * nitems, i;
+    r->stop = why;
+    snprintf(r->stop_text, sizeof r->stop_text, "%s", text);
+    return 0;
+}
 
-    if (len >= 5 && memcmp(line, "HTTP/", 5) == 0) {
-        /* A new response begins: an interim 1xx, a redirect being
-         * followed, or the final one. Only the last one's headers count. */
-        r->head.len = 0;
-        r->status = http_parse_status(line, len);
-        r->has_location = r->is_json = r->headers_done = 0;
-        r->content_length = -1;
-        return len;
-    }
-    if (r->headers_done)
-        return len; /* trailers of a chunked body */
-    if (len <= 2 && (line[0] == '\r' || line[0] == '\n')) {
-        if (r->status >= 200 && !http_is_followed(r)) {
-            r->headers_done = 1;
-            r->to_decoder = r->dec && r->status >= 200 && r->status < 300 && r->is_json;
-            /* One allocation for the announced body instead of a doubling
-             * series (a compressed body's length is still a fair start);
-             * bounded, since the announcement is only the server's word. */
-            if (!r->to_decoder && r->content_length > 0) {
-                curl_off_t want = r->content_length;
-                if (want > r->max_response)
-                    want = r->max_response;
-                if (want > HTTP_RESERVE_MAX)
-                    want = HTTP_RESERVE_MAX;
-                http_buffer_reserve(&r->body, (size_t)want);
-            }
-        }
-        return len;
-    }
-    if (r->head.len + len > HTTP_MAX_HEAD_BYTES) {
-        r->stop = HTTP_STOP_HEADERS;
-        return 0;
-    }
-    if (http_has_prefix_ci(line, len, "content-type:"))
+/* One line of the head after the status line: what we need of it, kept
+ * with its name in lower case. */
+static size_t http_on_field(http_request *r, char *line, size_t len)
+{
+    size_t i;
+    if (http_has_prefix_ci(line, len, "content-type:")) {
         r->is_json = http_contains_ci(line, len, "json");
-    else if (http_has_prefix_ci(line, len, "location:"))
+    } else if (http_has_prefix_ci(line, len, "location:")) {
         r->has_location = 1;
-    else if (http_has_prefix_ci(line, len, "content-length:"))
-        r->content_length = http_parse_length(line + 15, len - 15);
+    } else if (http_has_prefix_ci(line, len, "content-length:")) {
+        /* libcurl takes the first of two different lengths; the body's
+         * end would then be a guess (RFC 9112 6.3). */
+        curl_off_t n = http_parse_content_length(line + 15, len - 15);
+        if (n < 0)
+            return http_refuse_head(r, HTTP_STOP_PROTOCOL, "invalid Content-Length header");
+        if (r->content_length >= 0 && n != r->content_length)
+            return http_refuse_head(r, HTTP_STOP_PROTOCOL, "conflicting Content-Length headers");
+        r->content_length = n;
+    }
     i = r->head.len;
     if (http_buffer_append(&r->head, line, len) != 0) {
         r->stop = HTTP_STOP_MEMORY;
@@ -173,11 +101,92 @@ static size_t http_on_header(char *line, size_t size, size_t nitems, void *userd
     return len;
 }
 
+/* The blank line that ends a head: the final response's, or an interim
+ * 1xx's (or a redirect's being followed), after which another comes. */
+static void http_on_head_end(http_request *r)
+{
+    if (r->status < 200 || http_is_followed(r)) {
+        r->expect_status = 1;
+        return;
+    }
+    r->headers_done = 1;
+    r->to_decoder = r->dec && r->status >= 200 && r->status < 300 && r->is_json;
+    /* One allocation for the announced body instead of a doubling series
+     * (a compressed body's length is still a fair start); bounded, since
+     * the announcement is only the server's word. */
+    if (!r->to_decoder && r->content_length > 0) {
+        curl_off_t want = r->content_length;
+        if (want > r->max_response)
+            want = r->max_response;
+        if (want > HTTP_RESERVE_MAX)
+            want = HTTP_RESERVE_MAX;
+        http_buffer_reserve(&r->body, (size_t)want);
+    }
+}
+
+static size_t http_on_header(char *line, size_t size, size_t nitems, void *userdata)
+{
+    http_request *r = userdata;
+    size_t len = size * nitems;
+
+    http_stall_note(r, http_now_ms());
+    if (r->headers_done) {
+        /* trailers of a chunked body: libcurl keeps them all, so they are
+         * bounded like a head */
+        r->trailer_bytes += len;
+        if (r->trailer_bytes > HTTP_MAX_HEAD_BYTES)
+            return http_refuse_head(r, HTTP_STOP_HEADERS, "response trailers larger than 256 KiB");
+        return len;
+    }
+    /* A flood of 100 Continue heads counts here too, not only the last. */
+    r->head_bytes += len;
+    if (r->head_bytes > HTTP_MAX_HEAD_BYTES)
+        return http_refuse_head(r, HTTP_STOP_HEADERS,
+                                "response head larger than 256 KiB (1xx heads included)");
+    if (r->expect_status) {
+        /* A new response begins: an interim 1xx, a redirect being
+         * followed, or the final one. Only the last one's headers count. */
+        long status = 0;
+        if (!http_parse_status_line(line, len, &status))
+            return http_refuse_head(r, HTTP_STOP_PROTOCOL, "malformed status line");
+        r->expect_status = 0;
+        r->head.len = 0;
+        r->status = status;
+        r->has_location = r->is_json = 0;
+        r->content_length = -1;
+        return len;
+    }
+    if (len <= 2 && (line[0] == '\r' || line[0] == '\n')) {
+        http_on_head_end(r);
+        return len;
+    }
+    return http_on_field(r, line, len);
+}
+
+#if LIBCURL_VERSION_NUM >= 0x075000
+/* libcurl has a connection (connected, TLS done, or reused) and is about to
+ * send the request: the stall clock starts, and what fails from here on is
+ * the server's doing, not the request's. */
+static int http_on_sending(void *userdata, char *conn_primary_ip, char *conn_local_ip,
+                           int conn_primary_port, int conn_local_port)
+{
+    http_request *r = userdata;
+    (void)conn_primary_ip;
+    (void)conn_local_ip;
+    (void)conn_primary_port;
+    (void)conn_local_port;
+    r->connected = 1;
+    http_stall_note(r, http_now_ms());
+    return CURL_PREREQFUNC_OK;
+}
+#endif
+
 static size_t http_on_body(char *bytes, size_t size, size_t nmemb, void *userdata)
 {
     http_request *r = userdata;
     size_t len = size * nmemb;
 
+    http_stall_note(r, http_now_ms());
     /* Back-pressure: while the reader has a value to take and the decoder
      * already holds read_ahead bytes, libcurl keeps these bytes (and stops
      * reading the socket) until http_transfer_resume. This bounds memory by
@@ -224,10 +233,6 @@ static CURLcode http_configure_session(CURL *e, const http_options *o)
 #endif
     HTTP_SET(e, CURLOPT_TIMEOUT_MS, o->timeout_ms);
     HTTP_SET(e, CURLOPT_CONNECTTIMEOUT_MS, o->connect_timeout_ms);
-    if (o->stall_seconds > 0) {
-        HTTP_SET(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
-        HTTP_SET(e, CURLOPT_LOW_SPEED_TIME, o->stall_seconds);
-    }
     HTTP_SET(e, CURLOPT_SSL_VERIFYPEER, o->insecure ? 0L : 1L);
     HTTP_SET(e, CURLOPT_SSL_VERIFYHOST, o->insecure ? 0L : 2L);
     if (o->ca_file)
@@ -269,6 +274,15 @@ CURLcode http_transfer_configure(http_request *r, const http_options *o, const h
     HTTP_SET(e, CURLOPT_WRITEFUNCTION, http_on_body);
     HTTP_SET(e, CURLOPT_WRITEDATA, (void *)r);
     HTTP_SET(e, CURLOPT_HTTPHEADER, r->header_list);
+#if LIBCURL_VERSION_NUM >= 0x075000
+    HTTP_SET(e, CURLOPT_PREREQFUNCTION, http_on_sending);
+    HTTP_SET(e, CURLOPT_PREREQDATA, (void *)r);
+#else
+    r->connected = 1; /* no way to tell: the stall clock runs from here */
+#endif
+    r->expect_status = 1;
+    r->stall_ms = o->stall_ms;
+    http_stall_note(r, http_now_ms());
 
     if (strcmp(spec->method, "HEAD") == 0) {
         HTTP_SET(e, CURLOPT_NOBODY, 1L);
@@ -309,6 +323,8 @@ static void http_release_easy(http_request *r)
 void http_transfer_done(http_request *r, CURLcode result)
 {
     r->result = result;
+    if (r->easy && result != CURLE_OK)
+        curl_easy_getinfo(r->easy, CURLINFO_OS_ERRNO, &r->os_errno);
     r->finished = 1;
     http_release_easy(r);
 }
@@ -335,6 +351,7 @@ void http_transfer_resume(http_request *r)
     r->paused = 0;
     if (!r->easy || r->finished)
         return;
+    http_stall_note(r, http_now_ms());
     rc = curl_easy_pause(r->easy, CURLPAUSE_CONT);
     if (rc != CURLE_OK)
         http_transfer_done(r, rc);
