@@ -711,6 +711,239 @@ describe("test server over HTTP", function()
          assert.equals(200, (other:request{ path = "/api/x", headers = { ["X-Test-Fault"] = "none" } }))
          assert.equals(200, (other:request{ path = "/__test/stats" }))
       end)
+
+      -- The head of a response as sent: its status line and its header lines in order, as {name, value}.
+      local function read_head(sock)
+         local status_line = assert(sock:receive("*l"))
+         local lines = {}
+         while true do
+            local line = assert(sock:receive("*l"))
+            if line == "" then break end
+            local name, value = line:match("^([^:]+): (.*)$")
+            lines[#lines + 1] = { name:lower(), value }
+         end
+         return status_line, lines
+      end
+
+      local function header(lines, name)
+         for _, h in ipairs(lines) do
+            if h[1] == name then return h[2] end
+         end
+      end
+
+      -- Reads `n` bytes in pieces (never more than 1 MB held) and checks that none of them matches the
+      -- pattern `bad`.
+      local function read_flood(sock, n, bad)
+         local got = 0
+         while got < n do
+            local data, err, partial = sock:receive(math.min(1048576, n - got))
+            data = data or partial
+            assert.is_nil(err)
+            local at = data:find(bad)
+            assert.is_nil(at, at and ("unexpected %q after %d bytes"):format(data:sub(at, at + 20), got + at))
+            got = got + #data
+         end
+      end
+
+      -- Reads a 200 head with chunked framing.
+      local function read_chunked_head(sock)
+         local status_line, lines = read_head(sock)
+         assert.equals("HTTP/1.1 200 OK", status_line)
+         assert.equals("chunked", header(lines, "transfer-encoding"))
+         assert.is_nil(header(lines, "content-length"))
+      end
+
+      local function request_on(method, path, fault_text, body, extra)
+         local sock = connect(srv, 30)
+         local headers = { "X-Test-Fault: " .. fault_text }
+         for _, h in ipairs(extra or {}) do headers[#headers + 1] = h end
+         assert(sock:send(request_text(method, path, headers, body)))
+         return sock
+      end
+
+      -- The flood on `sock` is still coming, the server answers another connection meanwhile, and
+      -- once `sock` closes the server lets go of it and stays small.
+      local function still_fed_and_others_served(sock)
+         local status = srv:request{ path = "/api/quick", timeout = 10 }
+         assert.equals(200, status)
+         sock:settimeout(10)
+         local more = sock:receive(65536)
+         assert.equals(65536, #more)
+         sock:close()
+         local active
+         for _ = 1, 100 do
+            active = srv:stats().active
+            if active == 1 then break end
+            socket.sleep(0.05)
+         end
+         assert.equals(1, active, "the server still serves the closed connection")
+         local peak = peak_memory_kb(srv.pid)
+         assert.is_true(peak < 100 * 1024, "server peak memory " .. tostring(peak) .. " kB")
+      end
+
+      local FIVE_MB = 5 * 1024 * 1024
+
+      it("head_line_endless sends a status line and then one header line that never ends", function()
+         local sock = request_on("GET", "/api/x", "head_line_endless")
+         finally(function() sock:close() end)
+         assert.equals("HTTP/1.1 200 OK\r\nX-Endless: ", sock:receive(28))
+         read_flood(sock, FIVE_MB, "[^a]")
+         still_fed_and_others_served(sock)
+      end)
+
+      it("continue_flood sends 100 Continue heads and nothing else", function()
+         local sock = request_on("GET", "/api/x", "continue_flood")
+         finally(function() sock:close() end)
+         local head = "HTTP/1.1 100 Continue\r\n\r\n"
+         local total = 0
+         local rest = ""
+         while total < FIVE_MB do
+            local data, err, partial = sock:receive(1048576)
+            assert.is_nil(err)
+            data = rest .. (data or partial)
+            total = total + #data - #rest
+            local whole = #data - #data % #head
+            assert.equals(string.rep(head, math.floor(whole / #head)), data:sub(1, whole))
+            rest = data:sub(whole + 1)
+         end
+         still_fed_and_others_served(sock)
+      end)
+
+      it("chunk_line_endless sends a chunked head, then a chunk-size line that never ends", function()
+         local sock = request_on("GET", "/api/x", "chunk_line_endless")
+         finally(function() sock:close() end)
+         read_chunked_head(sock)
+         assert.equals("1;", sock:receive(2))
+         read_flood(sock, FIVE_MB, "[^x]")
+         still_fed_and_others_served(sock)
+      end)
+
+      it("trailer_endless sends the whole chunked body, then trailer lines that never end", function()
+         local sock = request_on("GET", "/api/pieces?n=1000", "trailer_endless")
+         finally(function() sock:close() end)
+         read_chunked_head(sock)
+         local body = {}
+         while true do
+            local size = tonumber(assert(sock:receive("*l")), 16)
+            if size == 0 then break end
+            body[#body + 1] = sock:receive(size)
+            assert.equals("", sock:receive("*l"))
+         end
+         assert.equals(7000, #table.concat(body))
+         assert.equals("000001,", table.concat(body):sub(1, 7))
+         local got = 0
+         while got < FIVE_MB do
+            local line = assert(sock:receive("*l"))
+            assert.matches("^x%-trailer: t+$", line)
+            got = got + #line + 2
+         end
+         still_fed_and_others_served(sock)
+      end)
+
+      it("head_drip_ms sends the head one byte every N ms, then the body as usual", function()
+         local started = socket.gettime()
+         local sock = request_on("GET", "/api/size?n=100", "head_drip_ms=10")
+         finally(function() sock:close() end)
+         local status_line, lines = read_head(sock)
+         local took = socket.gettime() - started
+         assert.equals("HTTP/1.1 200 OK", status_line)
+         local head_length = #status_line + 2 + 2
+         for _, h in ipairs(lines) do head_length = head_length + #h[1] + 2 + #h[2] + 2 end
+         assert.is_true(took >= (head_length - 1) * 0.01, ("%d bytes in %.2f s"):format(head_length, took))
+         assert.equals("100", header(lines, "content-length"))
+         assert.equals('"' .. string.rep("a", 98) .. '"', sock:receive(100))
+      end)
+
+      it("status_line sends that exact status line, the response as usual, then closes", function()
+         local sock = request_on("GET", "/api/x", "status_line=HTTP/1.1 2000 OK")
+         finally(function() sock:close() end)
+         local status_line, lines = read_head(sock)
+         assert.equals("HTTP/1.1 2000 OK", status_line)
+         assert.equals("close", header(lines, "connection"))
+         local body = sock:receive(tonumber(header(lines, "content-length")))
+         assert.equals("/api/x", cjson.decode(body).path)
+         assert.is_true(closed_in_order(sock))
+      end)
+
+      it("http09 sends only the body, then closes", function()
+         local sock = request_on("GET", "/api/size?n=100", "http09")
+         finally(function() sock:close() end)
+         assert.equals('"' .. string.rep("a", 98) .. '"', sock:receive("*a"))
+      end)
+
+      it("header_bytes adds an X-Big header of exactly N bytes, the body intact", function()
+         local sock
+         finally(function() if sock then sock:close() end end)
+         for _, n in ipairs{ 10, 1048576, 20 * 1048576 } do
+            sock = request_on("GET", "/api/size?n=100", "header_bytes=" .. n)
+            local status_line, lines = read_head(sock)
+            assert.equals("HTTP/1.1 200 OK", status_line)
+            assert.equals("x-big", lines[#lines][1])
+            assert.equals(string.rep("x", n), lines[#lines][2])
+            assert.equals("100", header(lines, "content-length"))
+            assert.equals('"' .. string.rep("a", 98) .. '"', sock:receive(100))
+            sock:close()
+         end
+         local peak = peak_memory_kb(srv.pid)
+         assert.is_true(peak < 100 * 1024, "server peak memory " .. tostring(peak) .. " kB")
+      end)
+
+      it("content_length2 adds a second, conflicting Content-Length", function()
+         local sock = request_on("GET", "/api/size?n=100", "content_length2=7")
+         finally(function() sock:close() end)
+         local _, lines = read_head(sock)
+         local lengths = {}
+         for _, h in ipairs(lines) do
+            if h[1] == "content-length" then lengths[#lengths + 1] = h[2] end
+         end
+         assert.same({ "100", "7" }, lengths)
+         assert.equals('"' .. string.rep("a", 98) .. '"', sock:receive("*a"))
+      end)
+
+      it("bad_chunk sends a chunked body whose first chunk-size line is not hex", function()
+         local sock = request_on("GET", "/api/size?n=100", "bad_chunk")
+         finally(function() sock:close() end)
+         local _, lines = read_head(sock)
+         assert.equals("chunked", header(lines, "transfer-encoding"))
+         assert.is_nil(header(lines, "content-length"))
+         assert.equals("zz\r\n\"" .. string.rep("a", 98) .. "\"\r\n0\r\n\r\n", sock:receive("*a"))
+      end)
+
+      it("body sends exactly that text as JSON, with 200 or the status asked for", function()
+         local status, headers, body = fault('body={"a": [1, 2]}')
+         assert.equals(200, status)
+         assert.equals("application/json", headers["content-type"])
+         assert.equals('{"a": [1, 2]}', body)
+         status, headers, body = fault("body=42; status=500")
+         assert.equals(500, status)
+         assert.equals("application/json", headers["content-type"])
+         assert.equals("42", body)
+         status, headers = fault("body=")
+         assert.equals(200, status)
+         assert.equals("0", headers["content-length"])
+      end)
+
+      it("echo_auth answers 401 repeating the Authorization header in the detail and X-Echo", function()
+         local status, headers, body = srv:request{ path = "/api/x",
+            headers = { ["X-Test-Fault"] = "echo_auth", Authorization = "Bearer SECRET-KEY-123" } }
+         assert.equals(401, status)
+         assert.equals("Bearer SECRET-KEY-123", headers["x-echo"])
+         assert.matches("Bearer SECRET-KEY-123", cjson.decode(body).detail, 1, true)
+      end)
+
+      it("redirect_status and location answer that redirect", function()
+         local status, headers = fault("redirect_status=302; location=/api/elsewhere")
+         assert.equals(302, status)
+         assert.equals("/api/elsewhere", headers.location)
+         status, headers = fault("redirect_status=301", "/api/x?a=1")
+         assert.equals(301, status)
+         assert.equals(("http://127.0.0.1:%d/api/x?a=1"):format(srv.port), headers.location)
+         status, headers = fault("location=https://example.invalid/api/x")
+         assert.equals(307, status)
+         assert.equals("https://example.invalid/api/x", headers.location)
+         status = fault("redirect_status=200")
+         assert.equals(400, status)
+      end)
    end)
 end)
 

@@ -160,9 +160,11 @@ function http.read_chunked(conn, max_body, deadline)
    return table.concat(pieces)
 end
 
---- The status line and header block for a response. `headers` is a list of {name, value} pairs.
-function http.head(status, headers)
-   local lines = { ("HTTP/1.1 %d %s\r\n"):format(status, http.REASONS[status] or "Unknown") }
+--- The status line and header block for a response. `headers` is a list of {name, value} pairs;
+-- `status_line` (optional, without CRLF) replaces the status line made from `status`.
+function http.head(status, headers, status_line)
+   local lines = { (status_line or ("HTTP/1.1 %d %s"):format(status, http.REASONS[status] or "Unknown"))
+      .. "\r\n" }
    for _, h in ipairs(headers) do
       lines[#lines + 1] = h[1] .. ": " .. h[2] .. "\r\n"
    end

@@ -31,12 +31,38 @@ local DEFAULTS = {
    gzip_level = 6,
    backlog = 128,
    server_header = "uvicorn",
+   -- Safety caps on the endless fault modes, so that a broken test cannot keep one going for ever.
+   endless_max_bytes = 2 * 1024 * 1024 * 1024,
+   endless_max_seconds = 600,
 }
 
 -- Bodies up to this size go out in the same send as the head.
 local SMALL_BODY = 16384
--- Pieces are sent in slices of this size, so a drip or a cut never copies a big string.
+-- Pieces are sent in slices of this size, so a drip or a cut never copies a big string; after each
+-- slice's worth of bytes a response lets the other connections run.
 local SLICE = 262144
+-- The endless fault modes send blocks of about this size, one per round of the loop.
+local FLOOD_BLOCK = 65536
+-- header_bytes: the value of X-Big, sent a block at a time.
+local FILLER = string.rep("x", FLOOD_BLOCK)
+-- bad_chunk: the first chunk-size line, not hex.
+local BAD_CHUNK_SIZE = "zz\r\n"
+local CONTINUE_HEAD = "HTTP/1.1 100 Continue\r\n\r\n"
+local TRAILER_LINE = "x-trailer: " .. string.rep("t", 50) .. "\r\n"
+
+-- Fault items after which the connection cannot carry another response.
+local BREAKS_CONNECTION = { "cut_after", "reset", "http09", "status_line", "content_length2", "bad_chunk",
+   "chunk_line_endless", "trailer_endless", "endless_runs" }
+-- Fault items that frame the body chunked.
+local CHUNKED_ITEMS = { "chunked", "bad_chunk", "chunk_line_endless", "trailer_endless" }
+
+local function any_item(spec, names)
+   if not spec then return false end
+   for _, name in ipairs(names) do
+      if spec[name] then return true end
+   end
+   return false
+end
 
 local ALLOWED_HOSTS = { ["127.0.0.1"] = "127.0.0.1", ["::1"] = "::1", localhost = "127.0.0.1" }
 
@@ -73,6 +99,7 @@ local function new(opts)
       app = app,
       loop = loop_mod.new(),
       injector = faults.new(o.fault),
+      endless_ids = { n = 0 }, -- endless_runs: the last id handed out, so that ids never repeat
       stats = { connections = 0, requests = 0, active = 0, epoch = 0 },
    }, Server)
    if o.tls then
@@ -101,7 +128,20 @@ local function new_writer(self, conn, spec, chunked)
       budget = spec and spec.cut_after,
       drip_bytes = drip and (spec.drip_bytes or 64),
       drip_s = drip and (spec.drip_ms or 10) / 1000,
+      head_drip_s = spec and spec.head_drip_ms and spec.head_drip_ms / 1000,
+      bad_size_line = spec and spec.bad_chunk and BAD_CHUNK_SIZE,
+      unpaced = 0,
    }, Writer)
+end
+
+-- A client that reads as fast as the server writes never makes a send wait, so a long response would
+-- keep the loop to itself: after every SLICE bytes it lets the other tasks run.
+function Writer:pace(n)
+   self.unpaced = self.unpaced + n
+   if self.unpaced >= SLICE then
+      self.unpaced = 0
+      self.server.loop:sleep(0)
+   end
 end
 
 function Writer:deadline()
@@ -110,7 +150,11 @@ end
 
 -- Sends data[i..j] as-is (framing already applied), dripping if asked.
 function Writer:raw(data, i, j)
-   if not self.drip_bytes then return self.conn:send(data, i, j, self:deadline()) end
+   if not self.drip_bytes then
+      local ok, err = self.conn:send(data, i, j, self:deadline())
+      if ok then self:pace(j - i + 1) end
+      return ok, err
+   end
    local step = math.max(self.drip_bytes, 1)
    while i <= j do
       local last = math.min(i + step - 1, j)
@@ -120,6 +164,50 @@ function Writer:raw(data, i, j)
       if i <= j then self.server.loop:sleep(self.drip_s) end
    end
    return true
+end
+
+-- Sends data[i..j] of the head, one byte every head_drip_ms if asked.
+function Writer:head_bytes(data, i, j)
+   if not self.head_drip_s then return self:raw(data, i, j) end
+   for k = i, j do
+      if self.head_started then self.server.loop:sleep(self.head_drip_s) end
+      self.head_started = true
+      local ok, err = self.conn:send(data, k, k, self:deadline())
+      if not ok then return nil, err end
+   end
+   return true
+end
+
+-- Sends the head: `parts` are strings and, for header_bytes, a count of filler bytes.
+function Writer:head(parts)
+   for _, part in ipairs(parts) do
+      local left = type(part) == "number" and part or 0
+      local ok, err = true, nil
+      if type(part) == "string" then ok, err = self:head_bytes(part, 1, #part) end
+      while ok and left > 0 do
+         local n = math.min(left, #FILLER)
+         ok, err = self:head_bytes(FILLER, 1, n)
+         left = left - n
+      end
+      if not ok then return nil, err end
+   end
+   return true
+end
+
+-- The next chunk-size line (under bad_chunk the first one is not hex).
+function Writer:size_line(n)
+   local bad = self.bad_size_line
+   if bad then
+      self.bad_size_line = nil
+      return bad
+   end
+   return http.chunk_size_line(n)
+end
+
+-- The last chunk (not hex either under bad_chunk, if no chunk came before it).
+function Writer:last_chunk()
+   if self.bad_size_line then return self.bad_size_line .. "\r\n" end
+   return http.LAST_CHUNK
 end
 
 -- Sends one body piece; returns false once a cut_after budget is spent.
@@ -135,7 +223,7 @@ function Writer:piece(data)
       local j = math.min(i + SLICE - 1, n)
       local ok, err
       if self.chunked then
-         local size_line = http.chunk_size_line(j - i + 1)
+         local size_line = self:size_line(j - i + 1)
          ok, err = self:raw(size_line, 1, #size_line)
          if ok then ok, err = self:raw(data, i, j) end
          if ok then ok, err = self:raw("\r\n", 1, 2) end
@@ -178,26 +266,60 @@ local function body_pieces(body)
    return body, length
 end
 
+-- The head as parts for Writer:head, nil for none (http09).
+local function head_parts(status, headers, spec)
+   if spec and spec.http09 then return nil end
+   local head = http.head(status, headers, spec and spec.status_line)
+   if not (spec and spec.header_bytes) then return { head } end
+   -- X-Big comes last and its value is sent a block at a time: it may be larger than the server
+   -- should hold.
+   return { head:sub(1, -3) .. "X-Big: ", spec.header_bytes, "\r\n\r\n" }
+end
+
+--- Sends `prefix` (if any), then `unit` over and over: the endless fault modes. Ends when the client
+-- goes away or stops reading for write_timeout, or at the caps endless_max_bytes and
+-- endless_max_seconds. Returns false: the connection is done.
+function Server:flood(conn, unit, prefix)
+   local o = self.opts
+   local block = string.rep(unit, math.max(1, math.floor(FLOOD_BLOCK / #unit)))
+   if prefix and not conn:send(prefix, 1, #prefix, gettime() + o.write_timeout) then return false end
+   local sent, stop_at = 0, gettime() + o.endless_max_seconds
+   while sent < o.endless_max_bytes and gettime() < stop_at do
+      if not conn:send(block, 1, #block, gettime() + o.write_timeout) then return false end
+      sent = sent + #block
+      -- A client that reads as fast as this writes never makes a send wait: let the others run.
+      self.loop:sleep(0)
+   end
+   log(self, "endless response stopped at its cap")
+   return false
+end
+
 --- Sends a response. res = { status, headers = {name -> value}, body = string | array of strings,
--- or iter = function returning pieces until nil, length = n or nil (then chunked) }. Returns true when
--- the connection may serve another request.
+-- or iter = function returning pieces until nil, length = n or nil (then chunked), endless = true
+-- (the iter ends only at a cap: leave the body unfinished) } or { flood = unit, flood_prefix = text }
+-- (see Server:flood). Returns true when the connection may serve another request.
 function Server:respond(conn, req, res, spec)
+   if res.flood then return self:flood(conn, res.flood, res.flood_prefix) end
    local status = res.status
    local headers, present = header_list(res.headers)
    local no_body = req.method == "HEAD" or status == 204 or status == 304 or status < 200
    local pieces, length, iter = nil, res.length, res.iter
    if not iter then pieces, length = body_pieces(res.body) end
+   local http09 = spec and spec.http09
 
-   if pieces and not present["content-encoding"] and length >= self.opts.gzip_min_size
+   if pieces and not http09 and not present["content-encoding"] and length >= self.opts.gzip_min_size
       and http.accepts_gzip(req.headers["accept-encoding"]) and not no_body then
       pieces, length = gzip.compress(pieces, self.opts.gzip_level)
       headers[#headers + 1] = { "content-encoding", "gzip" }
       headers[#headers + 1] = { "vary", "Accept-Encoding" }
    end
 
-   local keep = http.keep_alive(req) and not (spec and (spec.cut_after or spec.reset))
-   local chunked = (spec and spec.chunked) or length == nil
-   if chunked and req.version == "1.0" then
+   local keep = http.keep_alive(req) and not any_item(spec, BREAKS_CONNECTION)
+   local chunked = any_item(spec, CHUNKED_ITEMS) or length == nil
+   if http09 then
+      -- the body alone, ended by the end of the connection
+      chunked = false
+   elseif chunked and req.version == "1.0" then
       -- HTTP/1.0 has no chunked coding: without a length the body ends with the connection
       chunked = false
       if length == nil then keep = false end
@@ -209,23 +331,28 @@ function Server:respond(conn, req, res, spec)
    elseif length then
       headers[#headers + 1] = { "content-length", tostring(length) }
    end
+   if spec and spec.content_length2 then
+      headers[#headers + 1] = { "content-length", tostring(spec.content_length2) }
+   end
    if not present["date"] then headers[#headers + 1] = { "date", http.date(os.time()) } end
    if not present["server"] then headers[#headers + 1] = { "server", self.opts.server_header } end
    if not keep then headers[#headers + 1] = { "connection", "close" } end
 
-   local head = http.head(status, headers)
+   local head = head_parts(status, headers, spec)
    local writer = new_writer(self, conn, spec, chunked)
    if no_body then
-      local ok = conn:send(head, 1, #head, writer:deadline())
+      local ok = not head or writer:head(head)
       return ok and keep
    end
 
-   if not chunked and not writer.budget and not writer.drip_bytes and pieces and length <= SMALL_BODY then
+   if head and #head == 1 and not writer.head_drip_s and not chunked and not writer.budget
+      and not writer.drip_bytes and pieces and length <= SMALL_BODY then
       -- head and a small body in one send
-      local ok = conn:send(head .. table.concat(pieces), 1, nil, writer:deadline())
+      local ok = conn:send(head[1] .. table.concat(pieces), 1, nil, writer:deadline())
       return ok and keep
    end
-   if not writer:raw(head, 1, #head) then return false end
+   if head and not writer:head(head) then return false end
+   if spec and spec.chunk_line_endless then return self:flood(conn, "x", "1;") end
 
    local next_piece = iter
    if not next_piece then
@@ -254,7 +381,13 @@ function Server:respond(conn, req, res, spec)
       conn:reset()
       return false
    end
-   if chunked and not writer:raw(http.LAST_CHUNK, 1, #http.LAST_CHUNK) then return false end
+   -- endless_runs reached its cap: the body stays unfinished
+   if res.endless then return false end
+   if spec and spec.trailer_endless then return self:flood(conn, TRAILER_LINE, "0\r\n") end
+   if chunked then
+      local last = writer:last_chunk()
+      if not writer:raw(last, 1, #last) then return false end
+   end
    return keep
 end
 
@@ -332,13 +465,37 @@ end
 -- The response for a request under fault `spec` (nil: none).
 function Server:faulted_response(req, spec)
    local reasons = http.REASONS
+   local o = self.opts
+   if spec.continue_flood then return { flood = CONTINUE_HEAD } end
+   if spec.head_line_endless then
+      return { flood = "a", flood_prefix = "HTTP/1.1 200 OK\r\nX-Endless: " }
+   end
+   if spec.ignore_offset and req.body and faults.is_filter(req) then
+      req.body = faults.zero_offset(req.body)
+      if req.headers["content-length"] then req.headers["content-length"] = tostring(#req.body) end
+   end
    local res
-   if spec.redirect then
-      local host = req.headers.host
-      local scheme = self.tls_ctx and "https" or "http"
-      local location = req.target
-      if host and not host:find("[%s/]") then location = scheme .. "://" .. host .. location end
-      res = { status = 307, headers = { location = location } }
+   if spec.redirect or spec.redirect_status or spec.location then
+      local location = spec.location
+      if not location then
+         local host = req.headers.host
+         local scheme = self.tls_ctx and "https" or "http"
+         location = req.target
+         if host and not host:find("[%s/]") then location = scheme .. "://" .. host .. location end
+      end
+      res = { status = spec.redirect_status or 307, headers = { location = location } }
+   elseif spec.echo_auth then
+      local authorization = req.headers.authorization or ""
+      res = { status = spec.status or 401, body = faults.echo_auth_body(authorization),
+         headers = { ["content-type"] = "application/json", ["X-Echo"] = authorization } }
+   elseif spec.body then
+      res = { status = spec.status or 200, headers = { ["content-type"] = "application/json" },
+         body = spec.body }
+   elseif spec.endless_runs then
+      local template = faults.run_template(self:call_app(req).body)
+      res = { status = spec.status or 200, headers = { ["content-type"] = "application/json" },
+         endless = true, iter = faults.endless_runs(template, self.endless_ids, o.endless_max_bytes,
+            o.endless_max_seconds, gettime) }
    elseif spec.html then
       local status = spec.status or 502
       res = { status = status, headers = { ["content-type"] = "text/html" },
