@@ -18,13 +18,15 @@ root=$(pwd)
 
 passed=0 failed=0 skipped=0
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+failures=$(mktemp) # what failed, named again just above the closing line
+trap 'rm -f "$log" "$failures"' EXIT
 
 count_check() { # name, exit code
     if [ "$2" -eq 0 ]; then
         passed=$((passed + 1))
     else
         echo "tools/test.sh: $1 failed" >&2
+        echo "$1" >>"$failures"
         failed=$((failed + 1))
     fi
 }
@@ -40,7 +42,8 @@ run_busted() { # interpreter [spec paths, default spec]
     PREFECT_TEST_LUA="$lua" PREFECT_TALLY_FILE="$tally" \
         "$lua" /usr/bin/busted -o "$root/tools/busted_tally.lua" "$@"
     rc=$?
-    totals=$(cat "$tally")
+    totals=$(head -n 1 "$tally")
+    tail -n +2 "$tally" | sed "s/^/$lua: /" >>"$failures"
     rm -f "$tally"
     if [ -z "$totals" ]; then
         count_check "busted under $lua (no totals: exit $rc)" 1
@@ -116,5 +119,9 @@ for stage in "$@"; do
     esac
 done
 
+if [ -s "$failures" ]; then
+    echo "== what failed"
+    cat "$failures"
+fi
 echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]
