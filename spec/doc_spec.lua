@@ -109,4 +109,12 @@ describe("the API reference", function()
       end
       assert.same({}, missing)
    end)
+
+   it("holds the option table generated from prefect.options (lua tools/options_doc.lua --write)", function()
+      local generated = dofile("tools/options_doc.lua").table_text()
+      local doc = assert(disk.read("docs/client.md"))
+      assert.truthy(doc:find(generated, 1, true),
+         "docs/client.md's option table differs from prefect.options.LIST:"
+            .. " run lua tools/options_doc.lua --write")
+   end)
 end)

@@ -122,8 +122,9 @@ describe("prefect.transport.ngx in nginx", function()
                 string.format("first run at %.0f ms of %.0f ms", t.first_ms, t.total_ms))
         end)
 
-        it("reads chunked, Content-Length and redirected responses alike", function()
-            for _, fault in ipairs({ "chunked", "redirect", "drip_bytes=4096; drip_ms=1" }) do
+        -- (redirects are followed by the exchange above the transport: client_spec, inside nginx)
+        it("reads chunked and Content-Length responses alike", function()
+            for _, fault in ipairs({ "chunked", "drip_bytes=4096; drip_ms=1" }) do
                 local t = get_json(n, "/raw?decode=1&limit=50&query_fault=" .. escape(fault))
                 assert.is_nil(t.error, fault)
                 assert.are.equal(200, t.status, fault)

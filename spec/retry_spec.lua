@@ -238,13 +238,30 @@ describe("retries against the test server", function()
       assert.equal(1, #waits2)
    end)
 
-   it("retries a refused connection", function()
+   it("fails fast on a refused connection before any server has answered: one short retry", function()
       local s = assert(socket.bind("127.0.0.1", 0))
       local _, port = s:getsockname()
       s:close()
       local waits = {}
       local c = prefect.client{ url = "http://127.0.0.1:" .. port .. "/api", getenv = no_env, retries = 3,
          sleep = function(w) waits[#waits + 1] = w end }
+      local _, err = c:count{}
+      assert.equal("connect", err.kind)
+      assert.is_true(err.unreachable)
+      assert.equal(2, err.attempts)
+      -- the wait is what is left of 0.25 s after the first attempt, on the real clock
+      assert.equal(1, #waits)
+      assert.is_true(waits[1] > 0.2 and waits[1] <= 0.25, tostring(waits[1]))
+   end)
+
+   it("retries a refused connection on the full schedule once the server has answered", function()
+      local gone = test_server.start{ dataset = "fixture" }
+      finally(function() gone:stop() end)
+      local waits = {}
+      local c = prefect.client{ url = gone.url, getenv = no_env, retries = 3,
+         sleep = function(w) waits[#waits + 1] = w end }
+      assert.is_number(c:count{})
+      gone:stop()
       local _, err = c:count{}
       assert.equal("connect", err.kind)
       assert.equal(4, err.attempts)

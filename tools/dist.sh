@@ -23,12 +23,12 @@ stage=$out/stage
 rm -rf "$stage"
 mkdir -p "$stage/lua-prefect-$version"
 git ls-files -z | tar --null -T - -cf - | tar -xf - -C "$stage/lua-prefect-$version"
-client="$stage/lua-prefect-$version/lua/prefect/client.lua"
-grep -q '^client.VERSION = "scm-1"$' "$client" || {
-    echo "dist: lua/prefect/client.lua has no line client.VERSION = \"scm-1\" to set" >&2
+options="$stage/lua-prefect-$version/lua/prefect/options.lua"
+grep -q '^options.VERSION = "scm-1"$' "$options" || {
+    echo "dist: lua/prefect/options.lua has no line options.VERSION = \"scm-1\" to set" >&2
     exit 1
 }
-sed -i "s/^client.VERSION = \"scm-1\"\$/client.VERSION = \"$version\"/" "$client"
+sed -i "s/^options.VERSION = \"scm-1\"\$/options.VERSION = \"$version\"/" "$options"
 tar -C "$stage" --owner=0 --group=0 -czf "$out/lua-prefect-$version.tar.gz" "lua-prefect-$version"
 rm -rf "$stage"
 mkdir -p "$stage"

@@ -6,14 +6,9 @@
 -- refusal, renewed shortly before it expires, and never asked for again once
 -- the server says its protection is off (docs/client.md, "CSRF").
 --
--- The state lives on the client: `cl.csrf` is nil (never asked), a table
--- with `token` and `expires` (epoch seconds or nil), or `{ disabled = true }`;
--- a new token is always a new table, so prefect.pager can see a change by
--- identity. `cl.csrf_client` is the client identifier sent with the token.
--- Fetching goes through the client's own exchange (`cl:_start`,
--- `cl:_settle`), so a token request has the same headers, transport and
--- error handling as any other; prefect.pager's poller runs the same steps
--- without blocking, through path, accept and switched_off.
+-- This module holds the state and the rules; prefect.exchange makes the
+-- token request, like any other request, at the step where it is needed.
+-- @module prefect.csrf
 
 local errors = require("prefect.errors")
 
@@ -48,56 +43,47 @@ function csrf.parse_iso(s)
    return seconds and seconds + micros / 1e6
 end
 
---- Adds the token headers to `headers` when `cl` holds a token.
-function csrf.add_headers(cl, headers)
-   local state = cl.csrf
-   if state and state.token then
-      headers["Prefect-Csrf-Token"] = state.token
-      headers["Prefect-Csrf-Client"] = cl.csrf_client
+local State = {}
+State.__index = State
+
+--- The CSRF state of one client: `client` (its identifier), and once a
+-- server asked for one, `token` and `expires` (epoch seconds or nil), or
+-- `disabled` once the server said its protection is off.
+function csrf.new(random)
+   return setmetatable({ client = csrf.new_client_id(random) }, State)
+end
+
+--- Adds the token headers to `headers` when a token is held.
+function State:add_headers(headers)
+   if self.token then
+      headers["Prefect-Csrf-Token"] = self.token
+      headers["Prefect-Csrf-Client"] = self.client
    end
 end
 
---- The path of Prefect's CSRF token endpoint for this client.
-function csrf.path(cl)
-   return "/csrf-token?client=" .. cl.csrf_client
+--- The path of Prefect's token endpoint for this client.
+function State:path()
+   return "/csrf-token?client=" .. self.client
 end
 
 --- Takes the token from a decoded /csrf-token answer; true or nil, err.
-function csrf.accept(cl, v, url)
+function State:accept(v, url)
    if type(v) ~= "table" or type(v.token) ~= "string" then
       return nil, errors.new("protocol", { message = "CSRF token response has no token", url = url })
    end
-   cl.csrf = { token = v.token, expires = csrf.parse_iso(v.expiration) }
+   self.token, self.expires = v.token, csrf.parse_iso(v.expiration)
    return true
 end
 
 --- Whether a /csrf-token answer with this status means "CSRF protection is
 --- off" (422 "disabled"; 404 from servers older than the feature); then the
 --- client never asks again.
-function csrf.switched_off(cl, status)
+function State:switched_off(status)
    if status == 422 or status == 404 then
-      cl.csrf = { disabled = true }
+      self.token, self.expires, self.disabled = nil, nil, true
       return true
    end
    return false
-end
-
---- Fetches a token (Prefect's GET /csrf-token?client=<id>). Returns true
--- when a token is now held, false when the server has CSRF protection off
--- (it is not asked again), or nil, err.
-function csrf.fetch(cl)
-   local h, err = cl:_start("GET", csrf.path(cl), nil, {})
-   if not h then return nil, err end
-   local req
-   req, err = cl:_settle(h)
-   if not req then
-      if err.kind == "http" and csrf.switched_off(cl, err.status) then return false end
-      return nil, err
-   end
-   local v, verr = req:next()
-   req:close()
-   if v == nil and verr then return nil, verr end
-   return csrf.accept(cl, v, h.url)
 end
 
 -- Safe methods are never checked by Prefect, so they never need a token.
@@ -105,22 +91,17 @@ local function needs_token(method)
    return method ~= "GET" and method ~= "HEAD"
 end
 
-local function is_refusal(err)
-   return err.kind == "http" and err.status == 403 and type(err.detail) == "string"
-      and (err.detail:find("CSRF", 1, true) or err.detail:find("client identifier", 1, true)) ~= nil
-end
-
 --- True when the token held expires soon, so a new one is fetched first.
-function csrf.due(cl, method)
-   local state = cl.csrf
-   return needs_token(method) and state ~= nil and state.token ~= nil and state.expires ~= nil
-      and cl.clock() >= state.expires - MARGIN
+function State:due(method, now)
+   return needs_token(method) and self.token ~= nil and self.expires ~= nil and now >= self.expires - MARGIN
 end
 
 --- True when `err` is a request refused for want of a (valid) token, and
 --- asking for a token may help.
-function csrf.refused(cl, method, err)
-   return needs_token(method) and is_refusal(err) and not (cl.csrf and cl.csrf.disabled)
+function State:refused(method, err)
+   return needs_token(method) and not self.disabled and err.kind == "http" and err.status == 403
+      and type(err.detail) == "string"
+      and (err.detail:find("CSRF", 1, true) or err.detail:find("client identifier", 1, true)) ~= nil
 end
 
 return csrf

@@ -7,6 +7,7 @@
 
 local cjson = require("cjson.safe")
 local ngx_transport = require("prefect.transport.ngx")
+local runtime = require("prefect.transport")
 
 local handlers = {}
 
@@ -195,9 +196,9 @@ end
 
 --- Records what the transport chooser says in the current phase.
 function handlers.record_phase(label)
-    local name, err = ngx_transport.choose(nil)
+    local name, err = runtime.choose(nil)
     -- The retry sleep must work in every phase (blocking where ngx.sleep is refused).
-    local slept, sleep_err = pcall(ngx_transport.sleep, 0.001)
+    local slept, sleep_err = pcall(runtime.default_sleep(), 0.001)
     handlers.phase_reports[label] = {
         phase = ngx.get_phase(), chosen = name, error = err and error_fields(err),
         slept = slept, sleep_error = not slept and tostring(sleep_err) or nil,
@@ -231,7 +232,7 @@ function handlers.init_worker()
         local count, count_err = c:count({})
         handlers.phase_reports.timer.count = count
         handlers.phase_reports.timer.count_error = count_err and error_fields(count_err)
-        handlers.phase_reports.timer.transport = c.transport and c.transport.name
+        handlers.phase_reports.timer.transport = c.runtime.capabilities.name
     end, handlers.timer_url)
 end
 
@@ -243,7 +244,7 @@ end
 --- GET /choose?transport=: the chooser in the content phase.
 function handlers.choose()
     local a = args()
-    local name, err = ngx_transport.choose(a.transport)
+    local name, err = runtime.choose(a.transport)
     reply(200, { chosen = name, error = err and error_fields(err) })
 end
 

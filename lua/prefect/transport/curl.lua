@@ -15,10 +15,9 @@ end
 
 local curl = {}
 
-local SESSION_OPTIONS = {
-   "timeout", "connect_timeout", "stall_timeout", "ca_file", "ca_path", "insecure", "http2",
-   "proxy", "noproxy", "max_response", "read_ahead", "user_agent", "accept_encoding",
-}
+-- CURLcodes of a server never reached: a proxy or host name that does not
+-- resolve, a connection refused.
+local UNREACHED = { [5] = true, [6] = true, [7] = true }
 
 -- A C error table (or a message) as a prefect error.
 local function wrap_error(err, url)
@@ -28,6 +27,7 @@ local function wrap_error(err, url)
       return errors.new(kind, {
          message = err.message and tostring(err.message) or nil,
          url = err.url or url, code = err.code, offset = err.offset,
+         unreachable = (kind == "connect" and UNREACHED[err.code]) or nil,
       })
    end
    return errors.new("protocol", { message = tostring(err), url = url })
@@ -85,11 +85,15 @@ end
 local Transport = {}
 Transport.__index = Transport
 
---- A transport from the client's options (timeouts, TLS, limits, user agent).
+--- A transport from the client's transport options (timeouts, TLS, limits),
+-- already checked and defaulted by prefect.options.
 function curl.new(opts)
    local c = load_core()
    local s_opts = {}
-   for _, k in ipairs(SESSION_OPTIONS) do s_opts[k] = opts[k] end
+   for k, v in pairs(opts) do s_opts[k] = v end
+   s_opts.transport = nil
+   -- prefect.exchange follows the redirects that keep the method and the body
+   s_opts.follow_redirects = false
    local session = c.session(s_opts)
    return setmetatable({ session = session, decoders = decoders.pool() }, Transport)
 end

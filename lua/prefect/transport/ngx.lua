@@ -8,13 +8,14 @@
 -- slice into the C streaming decoder, so memory stays flat and the first
 -- element is handed out before the response is complete.
 --
--- Loading this module outside nginx is fine (`usable` and `choose` work
--- everywhere); making requests needs ngx_lua.
+-- Loading this module outside nginx is fine (`usable` works everywhere);
+-- making requests needs ngx_lua. prefect.transport decides when it is used.
 -- @module prefect.transport.ngx
 
 local decoders = require("prefect.transport.decoders")
 local errors = require("prefect.errors")
 local http = require("prefect.transport.ngx_http")
+local options = require("prefect.options")
 
 local M = {}
 
@@ -26,20 +27,20 @@ local COSOCKET_PHASES = {
     ssl_cert = true, ssl_session_fetch = true, ssl_client_hello = true,
 }
 
+-- The transport options of prefect.options, with their defaults, for a
+-- transport made without a client; and what only this transport has.
 local DEFAULTS = {
-    timeout = 60, -- seconds for the whole exchange, as with libcurl's CURLOPT_TIMEOUT
-    connect_timeout = 10,
-    stall_timeout = 30, -- longest wait for any single read
-    max_response = 512 * 1024 * 1024,
-    user_agent = "lua-prefect/scm-1",
     keepalive_timeout = 60, -- seconds an idle pooled connection is kept
     keepalive_pool = 32, -- connections per pool
-    max_redirects = 5,
-    accept_encoding = true, -- ask for gzip when zlib is reachable through the FFI
 }
+for _, name in ipairs({ "timeout", "connect_timeout", "stall_timeout", "max_response", "accept_encoding" }) do
+    DEFAULTS[name] = options.BY_NAME[name].default
+end
 
-local function in_ngx_lua()
-    return type(ngx) == "table" and type(ngx.get_phase) == "function"
+--- True inside nginx with ngx_lua (there is an `ngx` with `get_phase`).
+function M.present()
+    local ngx_table = rawget(_G, "ngx")
+    return type(ngx_table) == "table" and type(ngx_table.get_phase) == "function"
 end
 
 --- Whether this transport can run here and now: true, or false and the
@@ -48,7 +49,7 @@ end
 -- phases; `init_by_lua`, `init_worker_by_lua`, header/body filters and log
 -- handlers refuse them.
 function M.usable()
-    if not in_ngx_lua() then
+    if not M.present() then
         return false, "not running inside nginx with ngx_lua (no ngx.get_phase)"
     end
     local phase = ngx.get_phase()
@@ -57,55 +58,6 @@ function M.usable()
     end
     return false, "ngx_lua does not allow cosockets in the " .. tostring(phase) .. " phase"
         .. " (only in rewrite, access, content and ngx.timer.at callbacks)"
-end
-
---- The transport to use for the client option `transport` ("ngx",
--- "curl" or nil = pick): "ngx" or "curl", or nil and an "invalid" error.
--- With nil it picks "ngx" where cosockets work, "curl" outside nginx, and
--- refuses the other nginx phases, where libcurl would block the worker,
--- unless "curl" was asked for by name.
-function M.choose(requested)
-    if requested == "curl" then
-        return "curl"
-    end
-    if requested ~= nil and requested ~= "ngx" then
-        error("prefect: transport must be \"ngx\" or \"curl\", got " .. tostring(requested), 2)
-    end
-    local ok, why = M.usable()
-    if ok then
-        return "ngx"
-    end
-    if requested == nil and not in_ngx_lua() then
-        return "curl"
-    end
-    local msg = "cannot use the ngx transport: " .. why
-    if requested == nil then
-        msg = msg .. "; run the request from a content/access/rewrite handler or an ngx.timer.at"
-            .. " callback, or pass transport = \"curl\" to block this nginx worker on purpose"
-    end
-    return nil, errors.new("invalid", { message = msg })
-end
-
-local blocking_sleep
-
---- Sleeps for the retry policy: with ngx.sleep where that yields to nginx
--- (the phases with cosockets), else blocking (init_by_lua, init_worker_by_lua,
--- filters and log handlers refuse ngx.sleep; only the curl transport runs there).
-function M.sleep(seconds)
-    if M.usable() then
-        return ngx.sleep(seconds)
-    end
-    if not blocking_sleep then
-        local ok, socket = pcall(require, "socket")
-        if ok and type(socket) == "table" and socket.sleep then
-            blocking_sleep = socket.sleep
-        else
-            blocking_sleep = function(s)
-                os.execute("sleep " .. string.format("%.3f", s))
-            end
-        end
-    end
-    return blocking_sleep(seconds)
 end
 
 local function now()
@@ -164,10 +116,10 @@ Request.__index = Request
 local Transport = {}
 Transport.__index = Transport
 
---- A transport from the client's options: `timeout`, `connect_timeout`,
--- `stall_timeout` (seconds), `insecure`, `max_response` (bytes),
--- `user_agent`, `keepalive_timeout` (seconds), `keepalive_pool`,
--- `max_redirects`. `ca_file`/`ca_path` cannot be set per connection in
+--- A transport from the client's transport options: `timeout`,
+-- `connect_timeout`, `stall_timeout` (seconds), `insecure`, `max_response`
+-- (bytes), `accept_encoding`, and this transport's own `keepalive_timeout`
+-- (seconds) and `keepalive_pool`. `ca_file`/`ca_path` cannot be set per connection in
 -- ngx_lua: verification uses nginx's `lua_ssl_trusted_certificate`.
 function M.new(opts)
     opts = opts or {}
@@ -184,7 +136,6 @@ function M.new(opts)
     self.name = M.name
     self.verify = not opts.insecure
     self.proxy = opts.proxy
-    self.sleep = M.sleep
     return self
 end
 
@@ -236,7 +187,9 @@ function Transport:_connect(u, deadline, safe_url)
     if not ok then
         local kind = err == "timeout" and "timeout" or "connect"
         local msg = "connecting to " .. u.host .. ":" .. u.port .. ": " .. tostring(err)
-        return nil, fail(kind, msg, safe_url)
+        -- refused, or the name did not resolve: the exchange fails fast on a first contact
+        local unreachable = kind == "connect" or nil
+        return nil, fail(kind, msg, safe_url, { unreachable = unreachable })
     end
     local reused = (sock:getreusedtimes() or 0) > 0
     if u.scheme == "https" and not reused then
@@ -254,21 +207,6 @@ function Transport:_connect(u, deadline, safe_url)
         end
     end
     return sock, reused
-end
-
-local function join_url(base, location)
-    if location:match("^%a[%w+.-]*://") then
-        return location
-    end
-    local origin = base.scheme .. "://" .. base.host_header
-    if base.port ~= (base.scheme == "https" and 443 or 80) and not base.host_header:find(":%d+$") then
-        origin = origin .. ":" .. base.port
-    end
-    if location:sub(1, 1) == "/" then
-        return origin .. location
-    end
-    local dir = base.target:gsub("[?#].*$", ""):gsub("[^/]*$", "")
-    return origin .. dir .. location
 end
 
 -- The bytes of one request to `u`, or nil and an "invalid" error.
@@ -350,7 +288,7 @@ function Transport:request(r)
     end
     local req = setmetatable({
         transport = self, r = r, u = u, headers = r.headers, bytes = bytes, url = safe_url,
-        deadline = now() + self.timeout, redirects = 0, received = 0, chunks = {}, eof = false,
+        deadline = now() + self.timeout, received = 0, chunks = {}, eof = false,
     }, Request)
     req.consume = function(piece)
         return req:_consume(piece)
@@ -400,7 +338,7 @@ function Request:_fail_early(err)
     return nil, err
 end
 
--- Reads the response head (once), following 307/308 redirects, and sets up
+-- Reads the response head (once; prefect.exchange follows redirects), and sets up
 -- the body reader and the decoder. true | nil, err.
 function Request:_head()
     if self.head then
@@ -437,15 +375,7 @@ function Request:_head()
                 return self:_fail(kind, err)
             end
         else
-            local location = head.headers["location"]
-            -- 307 and 308 keep the method and body, so a POST can follow them.
-            if not ((head.status == 307 or head.status == 308) and location) then
-                break
-            end
-            local ok, rerr = self:_redirect(location)
-            if not ok then
-                return nil, rerr
-            end
+            break
         end
     end
 
@@ -474,44 +404,6 @@ function Request:_head()
         self.decoder = self.transport.decoders:take(decode)
     end
     return true
-end
-
--- Sends the request again to `location`. true | nil, err.
-function Request:_redirect(location)
-    local t = self.transport
-    self.sock:close()
-    self.sock = nil
-    self.redirects = self.redirects + 1
-    if self.redirects > t.max_redirects then
-        return self:_fail("protocol", "more than " .. t.max_redirects .. " redirects")
-    end
-    local u = self.u
-    local next_u = parse_url(join_url(u, location))
-    if not next_u then
-        return self:_fail("protocol", "redirect to an unusable location")
-    end
-    if next_u.scheme ~= u.scheme or next_u.host ~= u.host or next_u.port ~= u.port then
-        -- Credentials go only to the origin they were meant for.
-        local kept = {}
-        for k, v in pairs(self.headers or {}) do
-            local lower = type(k) == "string" and k:lower()
-            if lower ~= "authorization" and lower ~= "cookie" then
-                kept[k] = v
-            end
-        end
-        self.headers = kept
-    end
-    self.url = errors.safe_url(join_url(next_u, next_u.target))
-    local ok, terr = t:_check_tls(next_u, self.url)
-    if not ok then
-        return self:_fail_early(terr)
-    end
-    local bytes, berr = t:_bytes(self.r, next_u, self.headers, self.url)
-    if not bytes then
-        return self:_fail_early(berr)
-    end
-    self.u, self.bytes = next_u, bytes
-    return self:_send()
 end
 
 --- status, headers (lowercase name -> value; repeated ones joined by ", ")
@@ -769,7 +661,7 @@ function Request:_head_if_ready()
     if self.head then
         return true
     end
-    if self.failed or self.redirects > 0 then
+    if self.failed then
         return false
     end
     local deadline = self.deadline
