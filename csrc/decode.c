@@ -22,7 +22,7 @@
  * (out of memory) in the middle of building a table leaks nothing; the
  * decoder then reports itself failed.
  *
- * Lua API (see CONTRACTS.md):
+ * Lua API (its place among the modules: docs/architecture.md):
  *   decode(str [, opts])  -> value | nil, errmsg, byte_offset
  *   decoder([opts])       -> d with d:feed(s), d:finish(), d:next(), d:done(), d:reset()
  * Byte offsets are 1-based, like string.sub. Once a decoder has failed,

@@ -34,9 +34,6 @@ int dec_ready(const dec_stream *d);
 /* Marks the end of input (after which a truncated document is an error). */
 void dec_finish(dec_stream *d);
 
-/* True once the stream is in its error state. */
-int dec_failed(const dec_stream *d);
-
 /* Lua side of d:next() for the decoder at idx: pushes its results and
  * returns how many (see the module documentation in decode.c). */
 int dec_next(lua_State *L, int idx);

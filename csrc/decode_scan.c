@@ -770,11 +770,6 @@ void dec_finish(dec_stream *d)
         dec_fail(d, d->base + d->len, "unexpected end of input");
 }
 
-int dec_failed(const dec_stream *d)
-{
-    return d->failed;
-}
-
 void dec_clear(dec_stream *d)
 {
     d->len = d->base = d->scan = 0;

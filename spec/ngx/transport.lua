@@ -1,4 +1,4 @@
--- The transport interface of CONTRACTS.md, as behaviour a client relies on,
+-- The transport interface (docs/architecture.md), as behaviour a client relies on,
 -- against the real test server. Run by tools/ngx-busted.lua inside nginx
 -- (where it exercises prefect.transport.ngx over cosockets) and by
 -- spec/ngx_spec.lua under plain LuaJIT (where it exercises
