@@ -9,6 +9,9 @@
 
 #include "compat.h"
 
+/* Only luaopen_prefect_core leaves core.so: what the files share stays inside. */
+#pragma GCC visibility push(hidden)
+
 typedef struct dec_stream dec_stream;
 
 /* Adds decode() and decoder() to the table on top of the stack. */
@@ -43,5 +46,7 @@ int dec_next(lua_State *L, int idx);
  * or nothing, which means UTC) into Unix epoch seconds. Returns 1, or 0 when
  * s is not such a timestamp. Pure C. */
 int dec_parse_timestamp(const char *s, size_t n, double *out);
+
+#pragma GCC visibility pop
 
 #endif

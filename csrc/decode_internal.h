@@ -217,6 +217,9 @@ static inline const char *find_quote(const char *p, const char *end)
     return p;
 }
 
+/* Only luaopen_prefect_core leaves core.so: what the files share stays inside. */
+#pragma GCC visibility push(hidden)
+
 /* decode_scan.c */
 
 /* Records the first error: its message, with an excerpt, and its offset. */
@@ -236,5 +239,7 @@ void dec_build_elem(lua_State *L, dec_stream *d, int uv);
 
 /* The child of parent named s[0..n), or -1. */
 int dec_tree_find(const dec_tree *t, int parent, const char *s, size_t n);
+
+#pragma GCC visibility pop
 
 #endif

@@ -11,6 +11,9 @@
 #include "compat.h"
 #include "decode.h"
 
+/* Only luaopen_prefect_core leaves core.so: what the files share stays inside. */
+#pragma GCC visibility push(hidden)
+
 #define HTTP_SESSION_MT "prefect.core.session"
 #define HTTP_REQUEST_MT "prefect.core.request"
 
@@ -196,5 +199,7 @@ const char *http_error_kind(const http_request *r);
 /* Pushes nil and an error table; returns 2. */
 int http_push_error(lua_State *L, const char *kind, const char *message, const char *url, int code);
 int http_push_transfer_error(lua_State *L, const http_request *r);
+
+#pragma GCC visibility pop
 
 #endif

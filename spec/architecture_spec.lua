@@ -123,4 +123,15 @@ describe("the rooms of lua/prefect", function()
       table.sort(wrong)
       assert.same({}, wrong)
    end)
+
+   it("prefect.core exports one function, luaopen_prefect_core", function()
+      local so = assert(package.searchpath("prefect.core", package.cpath))
+      local nm = assert(io.popen("nm -D --defined-only '" .. so .. "' 2>&1"))
+      local out = nm:read("*a")
+      nm:close()
+      -- names starting with "_" belong to the toolchain (sanitizer runtimes, crt), not to us
+      local exported = {}
+      for name in out:gmatch("%x+ [TDBRVW] ([%a][%w_]*)") do exported[#exported + 1] = name end
+      assert.same({ "luaopen_prefect_core" }, exported, out)
+   end)
 end)
