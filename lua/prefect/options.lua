@@ -323,38 +323,32 @@ options.LIST = {
       doc = "A read's option: `false` reads one page at a time (no request ahead)." },
 }
 
-local function sorted_keys(t)
-   local names = {}
-   for k in pairs(t) do names[#names + 1] = k end
-   table.sort(names)
-   return names
-end
-
 options.BY_NAME = {}
 for _, o in ipairs(options.LIST) do options.BY_NAME[o.name] = o end
 
--- name -> check, for the options of one layer set.
+-- For the options of one set: name -> check, and the names in order (for "did you mean").
 local function checks(pred)
-   local t = {}
+   local t, names = {}, {}
    for _, o in ipairs(options.LIST) do
-      if pred(o) then t[o.name] = o.check end
+      if pred(o) then
+         t[o.name] = o.check
+         names[#names + 1] = o.name
+      end
    end
-   return t
+   table.sort(names)
+   return t, names
 end
 
 --- Decoder options: given to the client or to each call.
-options.DECODE = checks(function(o) return o.layer == "decoder" end)
-options.DECODE_NAMES = sorted_keys(options.DECODE)
+options.DECODE, options.DECODE_NAMES = checks(function(o) return o.layer == "decoder" end)
 
 --- The options of prefect.client.
-options.CLIENT = checks(function(o) return o.layer ~= "call" end)
-options.CLIENT_NAMES = sorted_keys(options.CLIENT)
+options.CLIENT, options.CLIENT_NAMES = checks(function(o) return o.layer ~= "call" end)
 
 --- The options of one read (task_runs, start, page): decoder options, prefetch, concurrency.
-options.CALL = checks(function(o)
+options.CALL, options.CALL_NAMES = checks(function(o)
    return o.layer == "decoder" or o.layer == "call" or o.name == "concurrency"
 end)
-options.CALL_NAMES = sorted_keys(options.CALL)
 
 --- Raises for an unknown or ill-typed option in `opts` (nil is no options).
 -- `known` maps each name to its check, `names` lists them for the "did you
