@@ -164,7 +164,7 @@ local function main()
       for _, r in ipairs(READERS) do
          local why
          if r.python and not exists(PYTHON) then
-            why = "build/prefect-venv does not exist (tools/prefect-venv.sh makes it)"
+            why = "build/prefect-venv does not exist (tools/real/venv.sh makes it)"
          elseif r.lua and not have(r.lua, "socket") then
             why = r.lua .. " with luasocket is not installed"
          elseif r.needs and not have(r.needs[1], r.needs[2]) then

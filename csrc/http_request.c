@@ -82,13 +82,22 @@ static const char *http_spec_string(lua_State *L, const char *name, size_t *len)
     return v;
 }
 
+/* Appends one header line; "Name:" with nothing after it removes a header
+ * libcurl would add. */
+static void http_append_line(lua_State *L, http_request *r, const char *line)
+{
+    struct curl_slist *list = curl_slist_append(r->header_list, line);
+    if (!list)
+        luaL_error(L, "request: out of memory");
+    r->header_list = list;
+}
+
 /* Appends "Name: value" to the list, refusing anything that would let a
  * value end the header early. Returns 0 with the reason pushed. */
 static int http_add_header(lua_State *L, http_request *r, const char *name, size_t name_len,
                            const char *value, size_t value_len, int *has_content_type,
                            int *has_expect)
 {
-    struct curl_slist *list;
     luaL_Buffer b;
     /* The messages never quote a value: it may be a credential. */
     if (!http_is_token(name, name_len)) {
@@ -116,11 +125,8 @@ static int http_add_header(lua_State *L, http_request *r, const char *name, size
         luaL_addlstring(&b, value, value_len);
     }
     luaL_pushresult(&b);
-    list = curl_slist_append(r->header_list, lua_tostring(L, -1));
+    http_append_line(L, r, lua_tostring(L, -1));
     lua_pop(L, 1);
-    if (!list)
-        luaL_error(L, "request: out of memory");
-    r->header_list = list;
     return 1;
 }
 
@@ -166,16 +172,13 @@ static int http_build_headers(lua_State *L, http_request *r, int has_body)
     lua_pop(L, 1);
     /* A page request must not wait a round trip for "100 Continue";
      * "Expect:" with nothing after it removes libcurl's own header. */
-    if (!has_expect) {
-        struct curl_slist *list = curl_slist_append(r->header_list, "Expect:");
-        if (!list)
-            luaL_error(L, "request: out of memory");
-        r->header_list = list;
-    }
-    if (has_body && !has_content_type &&
-        !http_add_header(L, r, "Content-Type", 12, "application/json", 16, &has_content_type,
-                         &has_expect))
-        return 0;
+    if (!has_expect)
+        http_append_line(L, r, "Expect:");
+    /* The caller names the body's type (the exchange does, for both
+     * transports); "Content-Type:" keeps libcurl from calling a body
+     * without one a form. */
+    if (has_body && !has_content_type)
+        http_append_line(L, r, "Content-Type:");
     return 1;
 }
 

@@ -6,7 +6,7 @@
 # Installs the Debian packages it needs (lua-curl and lua-http for their peers, which Debian ships
 # for Lua 5.1-5.3 only, so those peers run under LuaJIT; wrk for the OpenResty bench) and builds
 # both interpreters' modules first. The network bench adds Prefect's own Python client when
-# build/prefect-venv exists (tools/prefect-venv.sh).
+# build/prefect-venv exists (tools/real/venv.sh).
 set -eu
 cd "$(dirname "$0")/.." || exit 1
 
