@@ -416,6 +416,52 @@ describe("prefect.filter.compile", function()
    end)
 
    describe("validation", function()
+      it("refuses a table whose keys come through an __index metatable (it would compile to less)", function()
+         local inherited = setmetatable({}, { __index = { state = "FAILED" } })
+         assert.equal("query: a table with an __index metatable; its inherited keys would not be read,"
+            .. " so pass a plain table", err(inherited))
+         assert.equal("query.flow_run: a table with an __index metatable; its inherited keys would not be"
+            .. " read, so pass a plain table",
+            err({ flow_run = setmetatable({}, { __index = { name = "x" } }) }))
+         assert.equal("query.tags: a table with an __index metatable; its inherited keys would not be read,"
+            .. " so pass a plain table",
+            err({ tags = setmetatable({}, { __index = function() return "x" end }) }))
+         -- a metatable without __index, and the array marker, are fine
+         assert.same({ task_runs = { tags = { all_ = { "a" } } } },
+            body_of({ tags = setmetatable({ "a" }, { __name = "mine" }) }))
+         assert.same({ task_runs = { tags = { all_ = {} } } },
+            body_of({ task_runs = { tags = { all_ = setmetatable({}, filter.ARRAY_MT) } } }))
+      end)
+
+      it("refuses strings that are not UTF-8, naming the body path and the byte", function()
+         assert.equal("task_runs.name.like_: the string is not valid UTF-8 (byte 2 of 3 is 0xFF)",
+            err({ name = "a\255b" }))
+         assert.equal("task_runs.tags.all_[2]: the string is not valid UTF-8 (byte 1 of 1 is 0xC3)",
+            err({ tags = { "ok", "\195" } }))
+         assert.equal("flow_runs.name.any_[1]: the string is not valid UTF-8 (byte 1 of 3 is 0xED)",
+            err({ flow_runs = { name = { any_ = { "\237\160\128" } } } })) -- a surrogate
+         assert.equal("task_runs.name.like_: the string is not valid UTF-8 (byte 1 of 2 is 0xC0)",
+            err({ name = "\192\175" })) -- an overlong "/"
+         local valid = "h\195\169llo \226\130\172 \240\157\132\158" -- 2, 3 and 4-byte sequences
+         assert.same({ task_runs = { name = { like_ = valid } } }, body_of({ name = valid }))
+      end)
+
+      it("refuses a raw after_ later than its before_, as the friendly keys do", function()
+         assert.equal("task_runs.start_time.after_ (2026-02-01T00:00:00Z) is later than"
+            .. " task_runs.start_time.before_ (2026-01-01T00:00:00Z), so nothing can match",
+            err({ task_runs = { start_time = {
+               after_ = "2026-02-01T00:00:00Z", before_ = "2026-01-01T00:00:00Z" } } }))
+         -- compared as instants, not as text
+         assert.equal("flow_runs.end_time.after_ (2026-01-01T01:00:00+02:00) is later than"
+            .. " flow_runs.end_time.before_ (2025-12-31T22:30:00Z), so nothing can match",
+            err({ flow_runs = { end_time = { after_ = "2026-01-01T01:00:00+02:00",
+               before_ = "2025-12-31T22:30:00Z" } } }))
+         assert.same({ task_runs = { start_time = { after_ = "2026-01-01T01:00:00+02:00",
+            before_ = "2025-12-31T23:30:00Z" } } },
+            body_of({ task_runs = { start_time = { after_ = "2026-01-01T01:00:00+02:00",
+               before_ = "2025-12-31T23:30:00Z" } } }))
+      end)
+
       it("names an unknown key and the nearest valid one", function()
          assert.equal('unknown key "stat" in query; did you mean "state"?', err({ stat = "FAILED" }))
          assert.equal('unknown key "tag" in query; did you mean "tags"?', err({ tag = "x" }))

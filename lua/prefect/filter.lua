@@ -28,8 +28,7 @@
 -- * Misuse raises before any request, with a message naming the path as the
 --   caller wrote it, what is accepted, and the nearest key for a typo. The
 --   error is a prefect.errors object of kind "invalid" (its `message` is the
---   text, `where` the caller's "file:line") when that module is present,
---   otherwise the string "file:line: text".
+--   text, `where` the caller's "file:line").
 -- * Pure: the same input gives an equal body, the input is not changed, and
 --   nothing is shared between calls.
 -- @module prefect.filter
@@ -42,8 +41,7 @@ local friendly = require("prefect.filter.friendly")
 local merge = require("prefect.filter.merge")
 local suggest = require("prefect.filter.suggest")
 
-local has_errors, errors = pcall(require, "prefect.errors")
-if not has_errors then errors = nil end
+local errors = require("prefect.errors")
 
 local filter = {}
 
@@ -221,11 +219,43 @@ local function read_options(opts)
    return ctx
 end
 
+-- Keys reached through __index are invisible to pairs(), so a query built on
+-- one would compile to less than it says (at worst to no filter at all).
+local function check_plain(v, path, seen)
+   if type(v) ~= "table" or seen[v] then return end
+   seen[v] = true
+   local mt = getmetatable(v)
+   if mt ~= nil and mt ~= values.ARRAY_MT and (type(mt) ~= "table" or rawget(mt, "__index") ~= nil) then
+      fail.raise(path .. ": a table with an __index metatable; its inherited keys would not be read,"
+         .. " so pass a plain table")
+   end
+   for k, x in next, v do
+      check_plain(x, type(k) == "string" and (path .. "." .. k) or (path .. "[" .. tostring(k) .. "]"), seen)
+   end
+end
+
+-- Every string the body sends must be UTF-8 (Prefect decodes the body as JSON text).
+local function check_utf8(v, path)
+   if type(v) == "string" then
+      local at = values.utf8_error(v)
+      if at then
+         fail.raise(("%s: the string is not valid UTF-8 (byte %d of %d is 0x%02X)"):format(
+            path, at, #v, v:byte(at)))
+      end
+   elseif type(v) == "table" then
+      for k, x in pairs(v) do
+         check_utf8(x, type(k) == "number" and (path .. "[" .. k .. "]") or (path .. "." .. k))
+      end
+   end
+end
+
 local function compile_top(q, opts)
    local ctx = read_options(opts)
+   check_plain(q, "query", {})
    local body, paging = compile_query(q, ctx, nil)
    merge.check(body, ctx.server)
    check_contradictions(body, ctx)
+   for k, v in pairs(body) do check_utf8(v, k) end
    return body, paging
 end
 
@@ -241,13 +271,10 @@ function filter.compile(q, opts)
    if msg == nil then error(body, 0) end
    local level = 1
    if type(opts) == "table" and values.is_whole(opts.level) and opts.level >= 1 then level = opts.level end
-   if errors then
-      local info = debug.getinfo(level + 1, "Sl")
-      local where = info and info.currentline and info.currentline > 0
-         and (info.short_src .. ":" .. info.currentline) or nil
-      error(errors.new("invalid", { message = msg, where = where }), 0)
-   end
-   error(msg, level + 1)
+   local info = debug.getinfo(level + 1, "Sl")
+   local where = info and info.currentline and info.currentline > 0
+      and (info.short_src .. ":" .. info.currentline) or nil
+   error(errors.new("invalid", { message = msg, where = where }), 0)
 end
 
 --- An OR of queries: `filter.any_of{ {state = "FAILED"}, {tags = {"critical"}} }`.

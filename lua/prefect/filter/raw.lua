@@ -125,6 +125,18 @@ local function copy_value(kind, v, path)
    return v
 end
 
+-- An after_ later than the before_ of the same time filter can match nothing:
+-- a mistake, reported as the friendly keys report it.
+local function check_time_range(out, def, path)
+   local a, b = out.after_, out.before_
+   if type(a) ~= "string" or type(b) ~= "string" or def.fields.after_.value ~= "datetime" then return end
+   local na, nb = time.normalize(a), time.normalize(b)
+   if na > nb then
+      fail.raise(fail.path(path, "after_") .. " (" .. a .. ") is later than " .. fail.path(path, "before_")
+         .. " (" .. b .. "), so nothing can match")
+   end
+end
+
 --- Check and copy one filter object of Prefect's shape.
 -- @param v the caller's value (a table, or JSON null)
 -- @param object_name a name from schema.objects
@@ -159,6 +171,7 @@ function raw.copy_object(v, object_name, path, ctx)
          end
       end
    end
+   check_time_range(out, def, path)
    return out
 end
 

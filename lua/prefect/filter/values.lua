@@ -32,6 +32,42 @@ function values.is_list(t)
    return count == n
 end
 
+--- The position of the first byte of s that does not belong to well-formed
+--- UTF-8 (overlong forms, surrogates and code points past U+10FFFF
+--- included), or nil when s is valid. JSON text is UTF-8 (RFC 8259), so any
+--- other bytes would reach the server as a body it must reject or misread.
+--- LuaJIT has no utf8 library, hence the loop.
+function values.utf8_error(s)
+   local i = s:find("[\128-\255]")
+   if not i then return nil end
+   local n = #s
+   local byte = string.byte
+   while i <= n do
+      local c = byte(s, i)
+      if c < 0x80 then
+         i = i + 1
+      else
+         local len, lo, hi
+         if c >= 0xC2 and c <= 0xDF then len, lo, hi = 2, 0x80, 0xBF
+         elseif c == 0xE0 then len, lo, hi = 3, 0xA0, 0xBF
+         elseif c == 0xED then len, lo, hi = 3, 0x80, 0x9F
+         elseif c >= 0xE1 and c <= 0xEF then len, lo, hi = 3, 0x80, 0xBF
+         elseif c == 0xF0 then len, lo, hi = 4, 0x90, 0xBF
+         elseif c >= 0xF1 and c <= 0xF3 then len, lo, hi = 4, 0x80, 0xBF
+         elseif c == 0xF4 then len, lo, hi = 4, 0x80, 0x8F
+         else return i end
+         local second = byte(s, i + 1)
+         if not second or second < lo or second > hi then return i end
+         for j = i + 2, i + len - 1 do
+            local b = byte(s, j)
+            if not b or b < 0x80 or b > 0xBF then return i end
+         end
+         i = i + len
+      end
+   end
+   return nil
+end
+
 --- A fresh list marked as a JSON array.
 function values.array(items)
    return setmetatable(items or {}, values.ARRAY_MT)
