@@ -21,7 +21,10 @@
 -- Not part of the tests; nothing here asserts a time.
 --
 --   usage: lua5.4 bench/e2e.lua [--quick | --full] [--only cpu,breakdown,memory,first,prefetch,pipeline]
---   (after `make build-all`; --quick is the default, --full reads 1,000,000 runs)
+--                               [--baseline DIR]
+--   (after `make build-all`; --quick is the default, --full reads 1,000,000 runs). --baseline adds
+--   the client's rows read by the checkout at DIR (built with `make build-all`), interleaved with
+--   this one's, to show what a change costs.
 
 local script_dir = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
 local root = script_dir .. "/.."
@@ -310,11 +313,14 @@ local function run_result(cmd)
    return r
 end
 
-local function run_child(lua, ...)
-   local words = { "cd", quote(root), "&&", quote(lua), "bench/e2e.lua", "--child" }
+-- A child of this checkout's bench, or of the checkout at `dir` (see --baseline).
+local function run_child_in(dir, lua, ...)
+   local words = { "cd", quote(dir), "&&", quote(lua), "bench/e2e.lua", "--child" }
    for _, a in ipairs({ ... }) do words[#words + 1] = quote(a) end
    return run_result(table.concat(words, " "))
 end
+
+local function run_child(lua, ...) return run_child_in(root, lua, ...) end
 
 local function have(lua, module)
    local ok = os.execute(quote(lua) .. " -e " .. quote("require'" .. module .. "'") .. " >/dev/null 2>&1")
@@ -368,12 +374,21 @@ local function section_cpu(cfg, interps, server_lua)
          local rows = {}
          for _, name in ipairs{ "client", "client-gzip", "client-fields", "luasocket", "luacurl" } do
             local runnable = have(lua, name == "luacurl" and "curl" or "cjson")
-            if runnable then rows[#rows + 1] = { name = name, cpu = {}, wall = {} } end
+            if runnable then
+               rows[#rows + 1] = { name = name, label = name, dir = root, cpu = {}, wall = {} }
+            end
+         end
+         if cfg.baseline then
+            for _, name in ipairs{ "client", "client-gzip", "client-fields" } do
+               rows[#rows + 1] = {
+                  name = name, label = name .. "@base", dir = cfg.baseline, cpu = {}, wall = {},
+               }
+            end
          end
          -- interleaved, so drift (frequency, other load) spreads over every reader alike
          for _ = 1, cfg.reps do
             for _, row in ipairs(rows) do
-               local r = run_child(lua, "cpu", row.name, srv.url, tostring(cfg.cpu_runs))
+               local r = run_child_in(row.dir, lua, "cpu", row.name, srv.url, tostring(cfg.cpu_runs))
                row.cpu[#row.cpu + 1] = r.cpu / r.runs * 1000
                row.wall[#row.wall + 1] = r.wall / r.runs * 1000
             end
@@ -382,15 +397,16 @@ local function section_cpu(cfg, interps, server_lua)
          io.write(("  %s:\n"):format(lua))
          for _, row in ipairs(rows) do
             row.cpu_med, row.wall_med = proc.median(row.cpu), proc.median(row.wall)
-            if row.name == "client" then base = row.cpu_med end
+            if row.label == "client" then base = row.cpu_med end
          end
          for _, row in ipairs(rows) do
-            io.write(("    %-15s cpu %8s/1000 runs  (x%5.2f of client)   wall %8s/1000 runs\n"):format(
-               row.name, fmt_ms(row.cpu_med), row.cpu_med / base, fmt_ms(row.wall_med)))
+            io.write(("    %-18s cpu %8s/1000 runs  (x%5.2f of client)   wall %8s/1000 runs\n"):format(
+               row.label, fmt_ms(row.cpu_med), row.cpu_med / base, fmt_ms(row.wall_med)))
          end
       end
       io.write("    (client: no gzip, the peers' bytes; client-gzip: the default accept_encoding;\n"
-         .. "     client-fields: fields = {id, name, state.type}; x: CPU / client's CPU)\n")
+         .. "     client-fields: fields = {id, name, state.type}; x: CPU / client's CPU"
+         .. (cfg.baseline and (";\n     @base: the same reader from " .. cfg.baseline) or "") .. ")\n")
    end)
    srv:stop()
    if not ok then error(err, 0) end
@@ -607,24 +623,28 @@ local function main(argv)
       local fn = child[kind] or error("unknown child " .. tostring(kind))
       return fn(unpack(argv, 3))
    end
-   local mode, only = "quick", nil
+   local mode, only, baseline = "quick", nil, nil
    local i = 1
    while i <= #argv do
       local a = argv[i]
       if a == "--quick" then mode = "quick"
       elseif a == "--full" then mode = "full"
+      elseif a == "--baseline" then
+         i = i + 1
+         baseline = argv[i]
       elseif a == "--only" then
          i = i + 1
          only = {}
          for w in (argv[i] or ""):gmatch("[^,]+") do only[w] = true end
       else
          io.stderr:write("usage: lua5.4 bench/e2e.lua [--quick | --full] [--only cpu,breakdown,memory,first,"
-            .. "prefetch,pipeline,python]\n")
+            .. "prefetch,pipeline,python] [--baseline DIR]\n")
          os.exit(2)
       end
       i = i + 1
    end
    local cfg = CONFIGS[mode]
+   cfg.baseline = baseline
    -- The server runs under LuaJIT when there is one: it is several times faster at encoding runs,
    -- and its speed only matters for wall times.
    local server_lua = have("luajit", "socket") and "luajit" or "lua5.4"
