@@ -23,8 +23,13 @@ wire.CASES = {
     gzip_transfer_coding = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
         .. "Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
     not_http = "HELLO THERE\r\n\r\n",
+    -- past the 256 KiB head limit in lines that are each well under the line limit
     huge_head = "HTTP/1.1 200 OK\r\n"
-        .. string.rep("X-Filler: " .. string.rep("x", 100) .. "\r\n", 1000) .. "\r\n",
+        .. string.rep("X-Filler: " .. string.rep("x", 100) .. "\r\n", 3000) .. "\r\n",
+    -- a final status of four digits, which a lax reader takes as 200
+    four_digit_status = "HTTP/1.1 2000 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n[]",
+    two_lengths = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n"
+        .. "Content-Length: 7\r\n\r\n[1,2,3]",
 }
 
 function wire.handle()
