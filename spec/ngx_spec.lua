@@ -172,6 +172,17 @@ describe("prefect.transport.ngx in nginx", function()
             end)
         end
 
+        it("ends endless 100 Continue heads by the whole request's timeout, not each read's", function()
+            -- a head every 0.2 s, for 20 s: no single read waits long
+            local t = get_json(n, "/raw?decode=1&timeout=1.5&stall=1&method=GET&url=" .. escape(n.url)
+                .. "&path=" .. escape("/wire?case=slow_continue"))
+            assert.is_table(t.error, cjson.encode(t))
+            assert.are.equal("timeout", t.error.kind)
+            assert.truthy(t.error.message:find("timed out after 1.5 s (timeout)", 1, true), t.error.message)
+            -- an upper bound on a hang, not a measure of the timeout
+            assert.is_true(t.ms < 10000, "took " .. t.ms .. " ms")
+        end)
+
         local broken = {
             { "bad_chunk_size", "bad chunk size", 0 },
             { "short_body", "closed after 7 of 100 body bytes", 3 },

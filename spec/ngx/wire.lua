@@ -32,8 +32,29 @@ wire.CASES = {
         .. "Content-Length: 7\r\n\r\n[1,2,3]",
 }
 
+-- Cases sent over time: name -> { unit, seconds between units, most seconds in all }.
+wire.TRICKLES = {
+    -- interim heads that never end, each one soon enough to beat any stall_timeout
+    slow_continue = { "HTTP/1.1 100 Continue\r\n\r\n", 0.2, 20 },
+}
+
+local function trickle(sock, case)
+    local unit, every, most = case[1], case[2], case[3]
+    for _ = 1, math.floor(most / every) do
+        if not sock:send(unit) then
+            return
+        end
+        ngx.sleep(every)
+    end
+end
+
 function wire.handle()
-    local bytes = wire.CASES[ngx.var.arg_case]
+    local case = ngx.var.arg_case
+    if wire.TRICKLES[case] then
+        trickle(assert(ngx.req.socket(true)), wire.TRICKLES[case])
+        return ngx.exit(444)
+    end
+    local bytes = wire.CASES[case]
     if not bytes then
         ngx.status = 404
         ngx.say("no such case")
