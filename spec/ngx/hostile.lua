@@ -198,6 +198,27 @@ describe("a hostile server, through prefect.client and the ngx transport", funct
         assert.truthy(err.message:find("a chunk size line longer than 100 KiB", 1, true), tostring(err))
     end)
 
+    it("a reader slower than stall_timeout is not a stalled server", function()
+        -- pages far larger than one read: the rest waits in the socket while the reader rests
+        local big = test_server.start{ dataset = { generate = 600, seed = 3, shape = 3 } }
+        finally(function()
+            big:stop()
+        end)
+        local c = prefect.client{ url = big.url, getenv = function() return nil end, retries = 0,
+            transport = "ngx", stall_timeout = 1, accept_encoding = false }
+        finally(function()
+            c:close()
+        end)
+        local n = 0
+        for _ in c:task_runs{} do
+            n = n + 1
+            if n % 150 == 1 then
+                ngx.sleep(1.5)
+            end
+        end
+        assert.equal(600, n)
+    end)
+
     describe("sending without end costs the nginx worker bounded memory (its peak RSS)", function()
         -- The head limit is 256 KiB and a body slice 64 KiB: well under a MiB of buffers. The bound
         -- leaves room for allocator slack; without a bound while reading, the worker grows by

@@ -13,8 +13,8 @@
 -- limit before it is refused) and in time (a read waits at most until the
 -- whole request's deadline, or stall_timeout after the last data that
 -- counted, whichever comes first). The limits are the curl transport's, with
--- the same error kinds and messages, so a hostile server gets one answer
--- whichever transport reads it.
+-- its error kinds and messages, so a hostile server gets the same answer
+-- whichever transport reads it (docs/reliability.md lists two differences).
 -- @module prefect.transport.ngx_http
 
 local M = {}
@@ -101,18 +101,20 @@ Stream.__index = Stream
 --- A buffered reader over `sock`, bounded in time by `timing`, a table the
 -- caller keeps and may change between reads: `deadline` (absolute seconds,
 -- on the clock of `now`), `timeout` (seconds, for messages), `stall`
--- (seconds without data that counts; nil for no limit) and `now` (a
--- function). The stall clock starts now. `stream.got_bytes` tells whether
--- anything at all has arrived.
+-- (seconds waited on the socket without data that counts; nil for no
+-- limit) and `now` (a function). Only time spent waiting on the socket runs
+-- the stall clock: a caller that takes its time between reads is not a
+-- stalled server. `stream.got_bytes` tells whether anything at all has
+-- arrived.
 function M.stream(sock, timing)
     return setmetatable({
-        sock = sock, timing = timing, buf = "", pos = 1, got_bytes = false, last_data = timing.now(),
+        sock = sock, timing = timing, buf = "", pos = 1, got_bytes = false, waited = 0,
     }, Stream)
 end
 
 --- Notes data that counts for stall_timeout: a complete line, or body bytes.
 function Stream:progress()
-    self.last_data = self.timing.now()
+    self.waited = 0
 end
 
 --- True when bytes that nobody has read yet are buffered.
@@ -129,7 +131,7 @@ function Stream:_wait_ms(what)
         return nil, string.format("timed out after %g s (timeout) %s", t.timeout, what)
     end
     if t.stall then
-        local stall_left = self.last_data + t.stall - now
+        local stall_left = t.stall - self.waited
         if stall_left <= 0 then
             return nil, string.format("no data for %g s (stall_timeout) %s", t.stall, what)
         end
@@ -150,7 +152,9 @@ function Stream:_refill(max, what)
             return nil, expired, "timeout"
         end
         self.sock:settimeouts(ms, ms, ms)
+        local started = self.timing.now()
         local data, err = self.sock:receiveany(max)
+        self.waited = self.waited + (self.timing.now() - started)
         if data then
             self.got_bytes = true
             self.buf, self.pos = data, 1
