@@ -172,6 +172,14 @@ describe("prefect.transport.ngx in nginx", function()
             end)
         end
 
+        it("holds heads and trailers to the curl transport's limit", function()
+            local f = assert(io.open(nginx.root .. "/csrc/http_internal.h"))
+            local header = f:read("*a")
+            f:close()
+            local kib = tonumber(header:match("#define HTTP_MAX_HEAD_BYTES %((%d+) %* 1024%)"))
+            assert.are.equal(kib * 1024, require("prefect.transport.ngx_http").MAX_HEAD_BYTES)
+        end)
+
         it("ends endless 100 Continue heads by the whole request's timeout, not each read's", function()
             -- a head every 0.2 s, for 20 s: no single read waits long
             local t = get_json(n, "/raw?decode=1&timeout=1.5&stall=1&method=GET&url=" .. escape(n.url)
@@ -189,6 +197,7 @@ describe("prefect.transport.ngx in nginx", function()
             { "short_chunk", "closed inside a chunk", 1 },
             { "gzip_transfer_coding", "unsupported Transfer%-Encoding" },
             { "not_http", "malformed status line" },
+            { "http09_long", "malformed status line" },
             { "four_digit_status", "malformed status line" },
             { "two_lengths", "conflicting Content%-Length headers" },
             { "huge_head", "response head larger than 256 KiB", nil, "too_large" },

@@ -23,6 +23,8 @@ wire.CASES = {
     gzip_transfer_coding = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
         .. "Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
     not_http = "HELLO THERE\r\n\r\n",
+    -- a body with no head (HTTP/0.9) whose first line is longer than any head line may be
+    http09_long = "[" .. string.rep("1,", 100000) .. "1]",
     -- past the 256 KiB head limit in lines that are each well under the line limit
     huge_head = "HTTP/1.1 200 OK\r\n"
         .. string.rep("X-Filler: " .. string.rep("x", 100) .. "\r\n", 3000) .. "\r\n",

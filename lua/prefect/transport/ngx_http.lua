@@ -193,7 +193,8 @@ end
 --- The next line, without its LF (and the CR before it), and the bytes it
 -- took; or nil, message, class. A line longer than `limit` bytes (its end
 -- included) fails with class "too_long" as soon as it passes the limit,
--- before more of it is read. Only a complete line counts as data.
+-- before more of it is read, and its first bytes as a fourth value. Only a
+-- complete line counts as data.
 function Stream:line(limit, what)
     local parts, size = {}, 0
     while true do
@@ -201,7 +202,7 @@ function Stream:line(limit, what)
         local lf = buf:find("\n", pos, true)
         size = size + (lf or #buf) - pos + 1
         if size > limit then
-            return nil, what, "too_long"
+            return nil, what, "too_long", (parts[1] or buf:sub(pos)):sub(1, 40)
         end
         local last = (lf or #buf + 1) - 1 -- the line's last byte in buf, its LF excluded
         if last >= pos then
@@ -240,13 +241,13 @@ local TRAILER_TEXTS = {
 local function head_line(stream, used, texts)
     local room = M.MAX_HEAD_BYTES - used
     local limit = room < M.MAX_LINE_BYTES and room or M.MAX_LINE_BYTES
-    local line, size, class = stream:line(limit, texts.what)
+    local line, size, class, start = stream:line(limit, texts.what)
     if line then
         return line, used + size
     elseif class ~= "too_long" then
         return nil, size, class
     end
-    return nil, limit == M.MAX_LINE_BYTES and texts.line or texts.total, "too_large"
+    return nil, limit == M.MAX_LINE_BYTES and texts.line or texts.total, "too_large", start
 end
 
 -- "HTTP/1.x DDD reason" (the reason may be empty): the version and the
@@ -309,8 +310,11 @@ end
 local function read_heads(stream)
     local used = 0
     while true do
-        local line, err, class = head_line(stream, used, HEAD_TEXTS)
-        if not line then
+        local line, err, class, start = head_line(stream, used, HEAD_TEXTS)
+        if not line and class == "too_large" and not start:find("^HTTP/") then
+            -- no head at all (HTTP/0.9, or not HTTP), however long its first line
+            return nil, "malformed status line: " .. excerpt(start), "protocol"
+        elseif not line then
             return nil, err, class
         end
         used = err
