@@ -172,19 +172,42 @@ describe("prefect.transport.ngx in nginx", function()
             end)
         end
 
+        it("holds heads and trailers to the curl transport's limit", function()
+            local f = assert(io.open(nginx.root .. "/csrc/http_internal.h"))
+            local header = f:read("*a")
+            f:close()
+            local kib = tonumber(header:match("#define HTTP_MAX_HEAD_BYTES %((%d+) %* 1024%)"))
+            assert.are.equal(kib * 1024, require("prefect.transport.ngx_http").MAX_HEAD_BYTES)
+        end)
+
+        it("ends endless 100 Continue heads by the whole request's timeout, not each read's", function()
+            -- a head every 0.2 s, for 20 s: no single read waits long
+            local t = get_json(n, "/raw?decode=1&timeout=1.5&stall=1&method=GET&url=" .. escape(n.url)
+                .. "&path=" .. escape("/wire?case=slow_continue"))
+            assert.is_table(t.error, cjson.encode(t))
+            assert.are.equal("timeout", t.error.kind)
+            assert.truthy(t.error.message:find("timed out after 1.5 s (timeout)", 1, true), t.error.message)
+            -- an upper bound on a hang, not a measure of the timeout
+            assert.is_true(t.ms < 10000, "took " .. t.ms .. " ms")
+        end)
+
         local broken = {
             { "bad_chunk_size", "bad chunk size", 0 },
             { "short_body", "closed after 7 of 100 body bytes", 3 },
             { "short_chunk", "closed inside a chunk", 1 },
             { "gzip_transfer_coding", "unsupported Transfer%-Encoding" },
-            { "not_http", "not an HTTP/1%.x status line" },
-            { "huge_head", "response head larger than" },
+            { "not_http", "malformed status line" },
+            { "http09_long", "malformed status line" },
+            { "four_digit_status", "malformed status line" },
+            { "two_lengths", "conflicting Content%-Length headers" },
+            { "huge_head", "response head larger than 256 KiB", nil, "too_large" },
         }
         for _, case in ipairs(broken) do
-            it("reports " .. case[1]:gsub("_", " ") .. " as a protocol error", function()
+            local kind = case[4] or "protocol"
+            it("reports " .. case[1]:gsub("_", " ") .. " as a " .. kind .. " error", function()
                 local t = wire(case[1])
                 assert.is_table(t.error, cjson.encode(t))
-                assert.are.equal("protocol", t.error.kind)
+                assert.are.equal(kind, t.error.kind)
                 assert.truthy(t.error.message:find(case[2]), t.error.message)
                 if case[3] then
                     -- what was complete before the break was still handed out
@@ -483,6 +506,9 @@ describe("prefect.transport.ngx in nginx", function()
         -- connections (the spec expects a fresh one, which a worker-wide pool is not).
         local runs = {
             { "spec/ngx/transport.lua" },
+            -- Hostile servers (spec/hostile_server_spec.lua's faults) over cosockets, with the
+            -- worker's peak RSS against endless heads, chunk-size lines and trailers.
+            { "spec/ngx/hostile.lua" },
             { "spec/client_spec.lua spec/pager_spec.lua spec/retry_spec.lua",
                 "--transport ngx --skip 'client:start and poll' --skip 'verifies the server against ca_file'"
                 .. " --skip 'no run twice (reset)' --skip 'retries connection resets and truncated bodies'" },

@@ -23,12 +23,40 @@ wire.CASES = {
     gzip_transfer_coding = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
         .. "Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
     not_http = "HELLO THERE\r\n\r\n",
+    -- a body with no head (HTTP/0.9) whose first line is longer than any head line may be
+    http09_long = "[" .. string.rep("1,", 100000) .. "1]",
+    -- past the 256 KiB head limit in lines that are each well under the line limit
     huge_head = "HTTP/1.1 200 OK\r\n"
-        .. string.rep("X-Filler: " .. string.rep("x", 100) .. "\r\n", 1000) .. "\r\n",
+        .. string.rep("X-Filler: " .. string.rep("x", 100) .. "\r\n", 3000) .. "\r\n",
+    -- a final status of four digits, which a lax reader takes as 200
+    four_digit_status = "HTTP/1.1 2000 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n[]",
+    two_lengths = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n"
+        .. "Content-Length: 7\r\n\r\n[1,2,3]",
 }
 
+-- Cases sent over time: name -> { unit, seconds between units, most seconds in all }.
+wire.TRICKLES = {
+    -- interim heads that never end, each one soon enough to beat any stall_timeout
+    slow_continue = { "HTTP/1.1 100 Continue\r\n\r\n", 0.2, 20 },
+}
+
+local function trickle(sock, case)
+    local unit, every, most = case[1], case[2], case[3]
+    for _ = 1, math.floor(most / every) do
+        if not sock:send(unit) then
+            return
+        end
+        ngx.sleep(every)
+    end
+end
+
 function wire.handle()
-    local bytes = wire.CASES[ngx.var.arg_case]
+    local case = ngx.var.arg_case
+    if wire.TRICKLES[case] then
+        trickle(assert(ngx.req.socket(true)), wire.TRICKLES[case])
+        return ngx.exit(444)
+    end
+    local bytes = wire.CASES[case]
     if not bytes then
         ngx.status = 404
         ngx.say("no such case")

@@ -288,7 +288,10 @@ function Transport:request(r)
     end
     local req = setmetatable({
         transport = self, r = r, u = u, headers = r.headers, bytes = bytes, url = safe_url,
-        deadline = now() + self.timeout, received = 0, chunks = {}, eof = false,
+        received = 0, chunks = {}, eof = false,
+        -- Every wait of this request, connecting and each read, ends by the deadline.
+        timing = { deadline = now() + self.timeout, timeout = self.timeout, stall = self.stall_timeout,
+            now = now },
     }, Request)
     req.consume = function(piece)
         return req:_consume(piece)
@@ -309,11 +312,11 @@ end
 function Request:_send()
     local t = self.transport
     for _ = 0, t.keepalive_pool do
-        local sock, reused = t:_connect(self.u, self.deadline, self.url)
+        local sock, reused = t:_connect(self.u, self.timing.deadline, self.url)
         if not sock then
             return self:_fail_early(reused)
         end
-        local ms = budget(self.deadline)
+        local ms = budget(self.timing.deadline)
         if not ms then
             sock:close()
             return self:_fail_early(fail("timeout", "timed out after " .. t.timeout .. " s", self.url))
@@ -322,6 +325,8 @@ function Request:_send()
         local sent, err = sock:send(self.bytes)
         if sent then
             self.sock, self.reused = sock, reused
+            -- The stall clock starts once the request is out.
+            self.stream = http.stream(sock, self.timing)
             return true
         end
         sock:close()
@@ -338,6 +343,13 @@ function Request:_fail_early(err)
     return nil, err
 end
 
+-- The error kind of a response head that could not be read, by the class of the failure (a connection
+-- that broke is "connect", which may be retried like a failed connect).
+local HEAD_FAILURE_KINDS = { timeout = "timeout", protocol = "protocol", too_large = "too_large" }
+
+-- The same for a body: one cut short or malformed is "protocol", a reset "connect".
+local BODY_FAILURE_KINDS = { timeout = "timeout", io = "connect", too_large = "too_large" }
+
 -- Reads the response head (once; prefect.exchange follows redirects), and sets up
 -- the body reader and the decoder. true | nil, err.
 function Request:_head()
@@ -350,36 +362,25 @@ function Request:_head()
     local t = self.transport
     local head
     while true do
-        local read_ms = budget(self.deadline, t.stall_timeout)
-        if not read_ms then
-            return self:_fail("timeout", "timed out after " .. t.timeout .. " s waiting for the response")
+        local err, class
+        head, err, class = http.read_head(self.stream)
+        if head then
+            break
         end
-        self.sock:settimeouts(read_ms, read_ms, read_ms)
-        local err, class, got_bytes
-        head, err, class, got_bytes = http.read_head(self.sock)
-        if not head then
-            self.sock:close()
-            self.sock = nil
-            if self.reused and not got_bytes and class ~= "timeout" and not self.closing then
-                -- The server closed this pooled connection while it was idle.
-                local ok, serr = self:_send()
-                if not ok then
-                    return nil, serr
-                end
-            else
-                local kind = class == "timeout" and "timeout"
-                    or class == "protocol" and "protocol" or "connect"
-                if kind == "timeout" then
-                    err = err .. string.format(" (no response for %.3g s)", read_ms / 1000)
-                end
-                return self:_fail(kind, err)
+        self.sock:close()
+        self.sock = nil
+        if self.reused and not self.stream.got_bytes and class ~= "timeout" and not self.closing then
+            -- The server closed this pooled connection while it was idle.
+            local ok, serr = self:_send()
+            if not ok then
+                return nil, serr
             end
         else
-            break
+            return self:_fail(HEAD_FAILURE_KINDS[class] or "connect", err)
         end
     end
 
-    local reader, rerr = http.body_reader(self.sock, head, self.r.method or "GET")
+    local reader, rerr = http.body_reader(self.stream, head, self.r.method or "GET")
     if not reader then
         return self:_fail("protocol", rerr)
     end
@@ -425,20 +426,11 @@ function Request:_fill()
     if self.failed then
         return nil, self.failed
     end
-    local ms = budget(self.deadline, self.transport.stall_timeout)
-    if not ms then
-        return self:_fail("timeout", "timed out after " .. self.transport.timeout .. " s reading the body")
-    end
-    self.sock:settimeouts(ms, ms, ms)
     local data, err, class = self.reader.read()
     if data == nil then
         -- As with libcurl: a broken connection (reset) may be retried like a failed
         -- connect, a body cut short or malformed is a protocol error.
-        local kind = class == "timeout" and "timeout" or class == "io" and "connect" or "protocol"
-        if kind == "timeout" then
-            err = err .. string.format(" (nothing for %.3g s)", ms / 1000)
-        end
-        return self:_fail(kind, err)
+        return self:_fail(BODY_FAILURE_KINDS[class] or "protocol", err)
     end
     if data == false then
         if self.inflater and not self.inflater.ended then
@@ -618,21 +610,24 @@ function Request:_salvage()
     if not reader.length or reader.length - reader.received > SALVAGE_BYTES then
         return false
     end
-    local ms = budget(math.min(self.deadline, now() + SALVAGE_SECONDS))
-    if not ms then
-        return false
-    end
-    self.sock:settimeouts(ms, ms, ms)
+    local timing = self.timing
+    local deadline = timing.deadline
+    timing.deadline = math.min(deadline, now() + SALVAGE_SECONDS)
+    local saved
     while true do
         local data = reader.read()
         if data == false then
             self.eof = true
             self:_release()
-            return true
+            saved = true
+            break
         elseif data == nil then
-            return false
+            saved = false
+            break
         end
     end
+    timing.deadline = deadline
+    return saved
 end
 
 --- Ends the request. A connection whose response was read to its end goes
@@ -664,11 +659,12 @@ function Request:_head_if_ready()
     if self.failed then
         return false
     end
-    local deadline = self.deadline
-    self.deadline = math.min(deadline, now() + SALVAGE_HEAD_SECONDS)
+    local timing = self.timing
+    local deadline = timing.deadline
+    timing.deadline = math.min(deadline, now() + SALVAGE_HEAD_SECONDS)
     self.closing = true
     local ready = self:_head()
-    self.deadline = deadline
+    timing.deadline = deadline
     return ready == true and not self.failed
 end
 

@@ -2,30 +2,43 @@
 -- response head, and a body reader that hands out slices as they arrive
 -- (Content-Length, chunked, or read until close).
 --
--- It works on any object with `receive(pattern_or_size)` and
--- `receiveany(max)` (an `ngx.socket.tcp`), and knows nothing of Prefect,
--- TLS, pools or errors objects: failures come back as
--- `nil, message, class` where class is "timeout", "closed", "io" or
--- "protocol", and the caller turns them into its own error kinds.
+-- It reads through a stream (M.stream) over any object with
+-- `receiveany(max)` and `settimeouts(c, s, r)` (an `ngx.socket.tcp`), and
+-- knows nothing of Prefect, TLS, pools or errors objects: failures come back
+-- as `nil, message, class` where class is "timeout", "closed", "io",
+-- "too_large" or "protocol", and the caller turns them into its own error
+-- kinds.
+--
+-- Every read is bounded while it reads: in bytes (a line never grows past its
+-- limit before it is refused) and in time (a read waits at most until the
+-- whole request's deadline, or stall_timeout after the last data that
+-- counted, whichever comes first). The limits are the curl transport's, with
+-- its error kinds and messages, so a hostile server gets the same answer
+-- whichever transport reads it (docs/reliability.md lists two differences).
 -- @module prefect.transport.ngx_http
 
 local M = {}
 
---- Largest response head accepted, in bytes, and most header lines.
-M.MAX_HEAD_BYTES = 64 * 1024
-M.MAX_HEAD_LINES = 200
+--- Largest response head accepted, in bytes: every status line and header
+-- line of the interim 1xx heads and the final one, line ends included. The
+-- trailers of a chunked body have the same limit of their own. The curl
+-- transport's HTTP_MAX_HEAD_BYTES (csrc/http_internal.h).
+M.MAX_HEAD_BYTES = 256 * 1024
+local HEAD_LIMIT_TEXT = "256 KiB"
+
+--- Longest single head, trailer or chunk-size line: libcurl's
+-- CURL_MAX_HTTP_HEADER, so a header line that the curl transport refuses is
+-- refused here too. (libcurl skips a chunk extension of any length; here a
+-- chunk-size line past this limit is refused, since skipping would let a
+-- server stream junk at full speed until stall_timeout.)
+M.MAX_LINE_BYTES = 100 * 1024
+local LINE_LIMIT_TEXT = "100 KiB"
 
 --- Largest slice handed out by a body reader (bytes).
 M.SLICE = 64 * 1024
 
-local function classify(err)
-    if err == "timeout" then
-        return "timeout"
-    elseif err == "closed" then
-        return "closed"
-    end
-    return "io"
-end
+-- Most bytes one socket read takes while a line is looked for.
+local LINE_READ = 16 * 1024
 
 local function has_ctl(s)
     return s:find("[%z\r\n]") ~= nil
@@ -68,52 +81,281 @@ function M.build_request(method, host_header, target, headers, body)
     return table.concat(lines, "\r\n")
 end
 
---- Reads the status line and headers. Returns a head table
--- `{ status = n, version = "1.1", headers = { lowercase = value } }`
--- (repeated headers joined with ", "), or nil, message, class.
--- 1xx interim responses are skipped. `got_bytes` in the failure's fourth
--- value tells whether anything at all arrived (a reused connection that the
--- server had already closed delivers nothing).
-function M.read_head(sock)
-    local total, count = 0, 0
-    local got_bytes = false
-    while true do
-        local line, err = sock:receive("*l")
-        if not line then
-            return nil, "reading the response head: " .. err, classify(err), got_bytes
+local function classify(err)
+    if err == "timeout" then
+        return "timeout"
+    elseif err == "closed" then
+        return "closed"
+    end
+    return "io"
+end
+
+-- What a message shows of a line the server sent: its start, quoted.
+local function excerpt(line)
+    return string.format("%q", line:sub(1, 40))
+end
+
+local Stream = {}
+Stream.__index = Stream
+
+--- A buffered reader over `sock`, bounded in time by `timing`, a table the
+-- caller keeps and may change between reads: `deadline` (absolute seconds,
+-- on the clock of `now`), `timeout` (seconds, for messages), `stall`
+-- (seconds waited on the socket without data that counts; nil for no
+-- limit) and `now` (a function). Only time spent waiting on the socket runs
+-- the stall clock: a caller that takes its time between reads is not a
+-- stalled server. `stream.got_bytes` tells whether anything at all has
+-- arrived.
+function M.stream(sock, timing)
+    return setmetatable({
+        sock = sock, timing = timing, buf = "", pos = 1, got_bytes = false, waited = 0,
+    }, Stream)
+end
+
+--- Notes data that counts for stall_timeout: a complete line, or body bytes.
+function Stream:progress()
+    self.waited = 0
+end
+
+--- True when bytes that nobody has read yet are buffered.
+function Stream:buffered()
+    return self.pos <= #self.buf
+end
+
+-- Milliseconds the next socket read may wait, or nil and the message of the limit that has passed.
+function Stream:_wait_ms(what)
+    local t = self.timing
+    local now = t.now()
+    local left = t.deadline - now
+    if left <= 0 then
+        return nil, string.format("timed out after %g s (timeout) %s", t.timeout, what)
+    end
+    if t.stall then
+        local stall_left = t.stall - self.waited
+        if stall_left <= 0 then
+            return nil, string.format("no data for %g s (stall_timeout) %s", t.stall, what)
         end
-        got_bytes = true
-        local version, status = line:match("^HTTP/(%d%.%d) (%d%d%d)")
+        if stall_left < left then
+            left = stall_left
+        end
+    end
+    -- one millisecond past the limit, so that it has passed when the read times out
+    return math.floor(left * 1000) + 1
+end
+
+-- Replaces the buffer with what the socket has next (at most `max` bytes), waiting no longer than
+-- the limits allow. true, or nil, message, class.
+function Stream:_refill(max, what)
+    while true do
+        local ms, expired = self:_wait_ms(what)
+        if not ms then
+            return nil, expired, "timeout"
+        end
+        self.sock:settimeouts(ms, ms, ms)
+        local started = self.timing.now()
+        local data, err = self.sock:receiveany(max)
+        self.waited = self.waited + (self.timing.now() - started)
+        if data then
+            self.got_bytes = true
+            self.buf, self.pos = data, 1
+            return true
+        end
+        if err ~= "timeout" then
+            return nil, what .. ": " .. tostring(err), classify(err)
+        end
+        -- Timed out: the next round names the limit that passed (or, had the
+        -- timer fired a little early, waits out the rest).
+    end
+end
+
+--- Up to `max` body bytes (at least one): buffered ones, or one socket read.
+-- Body bytes count as data. The bytes, or nil, message, class.
+function Stream:some(max, what)
+    if not self:buffered() then
+        local ok, err, class = self:_refill(max, what)
+        if not ok then
+            return nil, err, class
+        end
+    end
+    local buf, pos = self.buf, self.pos
+    local last = pos + max - 1
+    if last > #buf then
+        last = #buf
+    end
+    self.pos = last + 1
+    self:progress()
+    if pos == 1 and last == #buf then
+        return buf
+    end
+    return buf:sub(pos, last)
+end
+
+--- The next line, without its LF (and the CR before it), and the bytes it
+-- took; or nil, message, class. A line longer than `limit` bytes (its end
+-- included) fails with class "too_long" as soon as it passes the limit,
+-- before more of it is read, and its first bytes as a fourth value. Only a
+-- complete line counts as data.
+function Stream:line(limit, what)
+    local parts, size = {}, 0
+    while true do
+        local buf, pos = self.buf, self.pos
+        local lf = buf:find("\n", pos, true)
+        size = size + (lf or #buf) - pos + 1
+        if size > limit then
+            return nil, what, "too_long", (parts[1] or buf:sub(pos)):sub(1, 40)
+        end
+        local last = (lf or #buf + 1) - 1 -- the line's last byte in buf, its LF excluded
+        if last >= pos then
+            parts[#parts + 1] = buf:sub(pos, last)
+        end
+        if lf then
+            self.pos = lf + 1
+            self:progress()
+            local line = table.concat(parts)
+            if line:sub(-1) == "\r" then
+                line = line:sub(1, -2)
+            end
+            return line, size
+        end
+        local ok, err, class = self:_refill(LINE_READ, what)
+        if not ok then
+            return nil, err, class
+        end
+    end
+end
+
+-- The limits' messages for a response head and for trailers.
+local HEAD_TEXTS = {
+    what = "reading the response head",
+    line = "a response header line longer than " .. LINE_LIMIT_TEXT,
+    total = "response head larger than " .. HEAD_LIMIT_TEXT .. " (1xx heads included)",
+}
+local TRAILER_TEXTS = {
+    what = "reading the trailers",
+    line = "a trailer line longer than " .. LINE_LIMIT_TEXT,
+    total = "response trailers larger than " .. HEAD_LIMIT_TEXT,
+}
+
+-- The next line of a head (or trailers) whose lines so far took `used`
+-- bytes: the line and the bytes used with it, or nil, message, class.
+local function head_line(stream, used, texts)
+    local room = M.MAX_HEAD_BYTES - used
+    local limit = room < M.MAX_LINE_BYTES and room or M.MAX_LINE_BYTES
+    local line, size, class, start = stream:line(limit, texts.what)
+    if line then
+        return line, used + size
+    elseif class ~= "too_long" then
+        return nil, size, class
+    end
+    return nil, limit == M.MAX_LINE_BYTES and texts.line or texts.total, "too_large", start
+end
+
+-- "HTTP/1.x DDD reason" (the reason may be empty): the version and the
+-- status (100 to 599), or nil.
+local function parse_status_line(line)
+    local minor, code, rest = line:match("^HTTP/1%.(%d) (%d%d%d)(.*)$")
+    if not minor or (rest ~= "" and rest:sub(1, 1) ~= " ") then
+        return nil
+    end
+    local status = tonumber(code)
+    if status < 100 or status > 599 then
+        return nil
+    end
+    return "1." .. minor, status
+end
+
+-- A Content-Length value: digits, or a list of equal ones (as a header
+-- repeated by a proxy may come). The digits, or nil and why not.
+local function parse_content_length(value)
+    local digits
+    for item in (value .. ","):gmatch("([^,]*),") do
+        local d = item:match("^[ \t]*0*(%d-)[ \t]*$")
+        if not d or not item:find("%d") or #d > 18 then
+            return nil, "invalid Content-Length header"
+        end
+        d = d == "" and "0" or d
+        if digits and d ~= digits then
+            return nil, "conflicting Content-Length headers"
+        end
+        digits = d
+    end
+    return digits
+end
+
+-- Adds one header line to `headers`: repeated names are joined with ", ",
+-- except Content-Length, which must agree. true, or nil and a message.
+local function add_header(headers, line)
+    local name, value = line:match("^([^:%s]+):[ \t]*(.-)[ \t]*$")
+    if not name then
+        return nil, "malformed header line: " .. excerpt(line)
+    end
+    name = name:lower()
+    local prev = headers[name]
+    if name == "content-length" then
+        local digits, err = parse_content_length(value)
+        if digits and prev and prev ~= digits then
+            err, digits = "conflicting Content-Length headers", nil
+        end
+        if not digits then
+            return nil, err
+        end
+        headers[name] = digits
+    else
+        headers[name] = prev and (prev .. ", " .. value) or value
+    end
+    return true
+end
+
+-- Reads heads until the final one (see read_head).
+local function read_heads(stream)
+    local used = 0
+    while true do
+        local line, err, class, start = head_line(stream, used, HEAD_TEXTS)
+        if not line and class == "too_large" and not start:find("^HTTP/") then
+            -- no head at all (HTTP/0.9, or not HTTP), however long its first line
+            return nil, "malformed status line: " .. excerpt(start), "protocol"
+        elseif not line then
+            return nil, err, class
+        end
+        used = err
+        local version, status = parse_status_line(line)
         if not version then
-            return nil, "not an HTTP/1.x status line: " .. line:sub(1, 60), "protocol", true
+            return nil, "malformed status line: " .. excerpt(line), "protocol"
         end
         local headers = {}
         while true do
-            local h, herr = sock:receive("*l")
+            local h, herr, hclass = head_line(stream, used, HEAD_TEXTS)
             if not h then
-                return nil, "reading the response headers: " .. herr, classify(herr), true
+                return nil, herr, hclass
             end
+            used = herr
             if h == "" then
                 break
             end
-            total, count = total + #h + 2, count + 1
-            if total > M.MAX_HEAD_BYTES or count > M.MAX_HEAD_LINES then
-                return nil, "response head larger than " .. M.MAX_HEAD_BYTES .. " bytes or "
-                    .. M.MAX_HEAD_LINES .. " lines", "protocol", true
+            local ok, why = add_header(headers, h)
+            if not ok then
+                return nil, why, "protocol"
             end
-            local name, value = h:match("^([^:%s]+):[ \t]*(.-)[ \t]*$")
-            if not name then
-                return nil, "malformed header line: " .. h:sub(1, 60), "protocol", true
-            end
-            name = name:lower()
-            local prev = headers[name]
-            headers[name] = prev and (prev .. ", " .. value) or value
         end
-        status = tonumber(status)
         if status >= 200 or status == 101 then
             return { status = status, version = version, headers = headers }
         end
     end
+end
+
+--- Reads the status line and headers from `stream`. Returns a head table
+-- `{ status = n, version = "1.1", headers = { lowercase = value } }`
+-- (repeated headers joined with ", "), or nil, message, class.
+-- 1xx interim responses are skipped; their bytes count toward the limit.
+-- `stream.got_bytes` then tells whether anything at all arrived (a reused
+-- connection that the server had already closed delivers nothing).
+function M.read_head(stream)
+    local head, err, class = read_heads(stream)
+    if not head and class == "closed" and stream.got_bytes then
+        -- a head cut short, or bytes that were never a head (HTTP/0.9)
+        return nil, "the connection closed inside the response head", "protocol"
+    end
+    return head, err, class
 end
 
 local function token_list_has(value, token)
@@ -128,13 +370,22 @@ local function token_list_has(value, token)
     return false
 end
 
---- A reader for the body of the response described by `head`:
--- `reader:read()` returns the next slice (a non-empty string), false at
--- the clean end of the body, or nil, message, class.
+-- The chunk size of a chunk-size line ("1a", "1a;name=value"), or nil.
+local function parse_chunk_size(line)
+    local hex, rest = line:match("^(%x+)[ \t]*(.*)$")
+    if not hex or #hex > 15 or (rest ~= "" and rest:sub(1, 1) ~= ";") then
+        return nil
+    end
+    return tonumber(hex, 16)
+end
+
+--- A reader for the body of the response described by `head`, read from
+-- `stream`: `reader:read()` returns the next slice (a non-empty string),
+-- false at the clean end of the body, or nil, message, class.
 -- `reader.length` is the announced Content-Length (or nil);
 -- `reader.reusable` becomes true when the body ended cleanly on a
--- connection the server keeps open.
-function M.body_reader(sock, head, method)
+-- connection the server keeps open, with nothing after it.
+function M.body_reader(stream, head, method)
     local headers = head.headers
     local reader = { length = nil, reusable = false, received = 0 }
     local keep = head.version == "1.1" and not token_list_has(headers["connection"], "close")
@@ -150,10 +401,8 @@ function M.body_reader(sock, head, method)
         end
         mode = "chunked"
     elseif headers["content-length"] then
-        local n = headers["content-length"]:match("^%d+$") and tonumber(headers["content-length"])
-        if not n then
-            return nil, "bad Content-Length: " .. headers["content-length"], "protocol"
-        end
+        -- (read_head checked it: digits only)
+        local n = tonumber(headers["content-length"])
         reader.length = n
         mode = n == 0 and "none" or "length"
     else
@@ -166,29 +415,83 @@ function M.body_reader(sock, head, method)
 
     local function done()
         finished = true
-        reader.reusable = keep
+        reader.reusable = keep and not stream:buffered()
         return false
     end
 
     local function read_some(max)
-        local data, err = sock:receiveany(max)
+        local data, err, class = stream:some(max, "reading the body")
         if not data then
-            return nil, err
+            return nil, err, class
         end
         reader.received = reader.received + #data
         return data
     end
 
     local function read_chunk_size()
-        local line, err = sock:receive("*l")
-        if not line then
-            return nil, "reading a chunk size: " .. err, classify(err)
+        local line, err, class = stream:line(M.MAX_LINE_BYTES, "reading a chunk size")
+        if class == "too_long" then
+            return nil, "a chunk size line longer than " .. LINE_LIMIT_TEXT, "too_large"
+        elseif not line then
+            return nil, err, class == "closed" and "protocol" or class
         end
-        local hex = line:match("^%s*(%x+)%s*[;]?")
-        if not hex or #hex > 15 then
-            return nil, "bad chunk size line: " .. line:sub(1, 40), "protocol"
+        local size = parse_chunk_size(line)
+        if not size then
+            return nil, "bad chunk size line: " .. excerpt(line), "protocol"
         end
-        return tonumber(hex, 16)
+        return size
+    end
+
+    local function read_chunk_end()
+        local line, err, class = stream:line(2, "reading a chunk end")
+        if line == "" then
+            return true
+        elseif line or class == "too_long" then
+            return nil, "chunk not followed by CRLF", "protocol"
+        end
+        return nil, err, class == "closed" and "protocol" or class
+    end
+
+    local function read_trailers()
+        local used = 0
+        while true do
+            local line, err, class = head_line(stream, used, TRAILER_TEXTS)
+            if not line then
+                return nil, err, class == "closed" and "protocol" or class
+            end
+            used = err
+            if line == "" then
+                return done()
+            end
+        end
+    end
+
+    local function read_chunked()
+        if not remaining or remaining == 0 then
+            if remaining == 0 then
+                local ok, err, class = read_chunk_end()
+                if not ok then
+                    return nil, err, class
+                end
+            end
+            local size, err, class = read_chunk_size()
+            if not size then
+                return nil, err, class
+            end
+            if size == 0 then
+                return read_trailers()
+            end
+            remaining = size
+        end
+        local data, err, class = read_some(remaining < M.SLICE and remaining or M.SLICE)
+        if not data then
+            if class == "closed" then
+                return nil, "connection closed inside a chunk", "protocol"
+            end
+            return nil, err, class
+        end
+        remaining = remaining - #data
+        return data
     end
 
     function reader.read()
@@ -198,71 +501,30 @@ function M.body_reader(sock, head, method)
         if mode == "none" then
             return done()
         elseif mode == "length" then
-            local data, err = read_some(remaining < M.SLICE and remaining or M.SLICE)
+            local data, err, class = read_some(remaining < M.SLICE and remaining or M.SLICE)
             if not data then
-                if err == "closed" then
+                if class == "closed" then
                     return nil, string.format("connection closed after %d of %d body bytes",
                         reader.received, reader.length), "protocol"
                 end
-                return nil, "reading the body: " .. err, classify(err)
+                return nil, err, class
             end
             remaining = remaining - #data
             if remaining == 0 then
-                finished = true
-                reader.reusable = keep
+                done()
             end
             return data
         elseif mode == "close" then
-            local data, err = read_some(M.SLICE)
+            local data, err, class = read_some(M.SLICE)
             if not data then
-                if err == "closed" then
+                if class == "closed" then
                     return done()
                 end
-                return nil, "reading the body: " .. err, classify(err)
+                return nil, err, class
             end
             return data
         end
-        -- chunked
-        if not remaining or remaining == 0 then
-            if remaining == 0 then
-                local crlf, err = sock:receive(2)
-                if crlf ~= "\r\n" then
-                    return nil, err and ("reading a chunk end: " .. err) or "chunk not followed by CRLF",
-                        err and classify(err) or "protocol"
-                end
-            end
-            local size, err, class = read_chunk_size()
-            if not size then
-                return nil, err, class
-            end
-            if size == 0 then
-                -- Trailers, up to the empty line that ends the message.
-                local lines = 0
-                while true do
-                    local t, terr = sock:receive("*l")
-                    if not t then
-                        return nil, "reading the trailers: " .. terr, classify(terr)
-                    end
-                    if t == "" then
-                        return done()
-                    end
-                    lines = lines + 1
-                    if lines > M.MAX_HEAD_LINES then
-                        return nil, "too many trailer lines", "protocol"
-                    end
-                end
-            end
-            remaining = size
-        end
-        local data, err = read_some(remaining < M.SLICE and remaining or M.SLICE)
-        if not data then
-            if err == "closed" then
-                return nil, "connection closed inside a chunk", "protocol"
-            end
-            return nil, "reading the body: " .. err, classify(err)
-        end
-        remaining = remaining - #data
-        return data
+        return read_chunked()
     end
 
     return reader
