@@ -435,7 +435,7 @@ describe("prefect.transport.ngx in nginx", function()
             local t = get_json(tn, "/count?insecure=1&url=" .. untrusted_url())
             assert.are.equal(FIXTURE_RUNS, t.count, t.error and t.error.text)
             t = get_json(tn, "/count?url=" .. untrusted_url())
-            assert.are.equal("tls", t.error and t.error.kind)
+            assert.are.equal("tls", t.error and t.error.kind, t.error and t.error.text)
         end)
 
         it("refuses to verify a certificate for an IP address, with advice", function()
