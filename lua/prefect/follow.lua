@@ -1,0 +1,365 @@
+--- Following a query: each task run that matches it, handed out once, as it
+-- reaches a final state, oldest first (docs/follow.md says the same for users).
+--
+-- How a poll works:
+-- * A poll is one read sorted END_TIME_DESC (Prefect has no END_TIME_ASC) of
+--   the runs that ended at or after the window's lower edge: the newest
+--   end_time seen so far (the watermark) minus `overlap` seconds, or the
+--   client's clock minus `overlap` when that is earlier (a worker whose clock
+--   runs ahead must not push the window past the runs still to come). On a
+--   server with the task-run end_time filter (Prefect 3.6.22+) the edge is an
+--   `ended = {after = edge}` criterion; on older ones (Prefect 2.x) the read
+--   asks for final states and stops at the first run that ended before the
+--   edge, which the sort makes the last one wanted.
+-- * Every run read joins the poll's batch unless `seen` already holds its id
+--   with the same end_time: the runs at the watermark itself (the boundary)
+--   and the window's re-read runs come back on every poll and are skipped.
+--   The batch is handed out when the read is complete, sorted by end_time
+--   (then id), so a run is never handed out before an older one of its poll.
+-- * A run that ends while a poll reads ends after what that poll saw (or
+--   within `overlap` of it), so the next poll's window holds it. A failed
+--   poll changes nothing: the next one reads the same window again.
+-- * `seen` forgets what falls below the window's edge, so its size is the
+--   number of runs that end within `overlap` seconds.
+-- * Without `since`, the first poll only learns the watermark (and the runs
+--   within `overlap` of it); nothing that ended before following began is
+--   handed out.
+--
+-- The module knows nothing of HTTP or of the client's insides: it is handed
+-- `read(q)` (a blocking read: the values of a generic `for`), `start(q)` (a
+-- non-blocking read handle with poll and close), `server()` (the Prefect
+-- version queries are compiled for, or false), `clock` and `sleep`.
+-- @module prefect.follow
+
+local schema = require("prefect.filter.schema")
+local time = require("prefect.filter.time")
+
+local follow = {}
+
+--- The state types a run ends in: Prefect sets end_time on entering them.
+follow.FINAL = { "COMPLETED", "FAILED", "CRASHED", "CANCELLED" }
+local FINAL = {}
+for _, t in ipairs(follow.FINAL) do FINAL[t] = true end
+
+--- The first Prefect that filters task runs on end_time.
+follow.END_TIME_SINCE = "3.6.22"
+local END_TIME_SINCE = schema.parse_version(follow.END_TIME_SINCE)
+
+--- Runs per request where the window's edge is found by reading (no end_time
+-- filter): a poll that finds nothing new reads this many runs, not 200.
+follow.SCAN_PAGE_SIZE = 25
+
+-- Fields a poll needs whatever `fields` the caller asked for.
+local NEEDED_FIELDS = { "id", "end_time", "state_type", "state.type" }
+
+--- Microseconds since the epoch of a time value (ISO-8601 string or epoch
+-- seconds), or nil when it is absent or not a time.
+function follow.micros(v)
+   local s, us
+   if type(v) == "string" then
+      s, us = time.parse_iso(v)
+   elseif type(v) == "number" then
+      s, us = time.from_epoch(v)
+   end
+   if not s then return nil end
+   return s * 1000000 + us
+end
+
+local function iso(us)
+   local s = math.floor(us / 1000000)
+   return time.format(s, us - s * 1000000)
+end
+
+local function state_type(run)
+   if run.state_type then return run.state_type end
+   local st = run.state
+   return type(st) == "table" and st.type or nil
+end
+
+-- The keys of `q` that follow sets itself, and why.
+local OWNED = {
+   sort = "follow sorts by END_TIME_DESC itself",
+   limit = "follow reads every run that ends; stop it with max_polls or close()",
+   offset = "follow reads from the newest run back to the last one it saw",
+   ended = "follow asks for the runs that ended after the last one it saw (use since to start earlier)",
+}
+
+--- What is wrong with a query for following, or nil.
+function follow.query_problem(q)
+   for k, why in pairs(OWNED) do
+      if q[k] ~= nil then return "the query must not set " .. k .. " (" .. why .. ")" end
+   end
+   local raw = q.task_runs
+   if type(raw) == "table" and raw.end_time ~= nil then
+      return "the query must not set task_runs.end_time (" .. OWNED.ended .. ")"
+   end
+end
+
+-- Whether the query filters on state itself (then follow adds no state filter).
+local function has_state_filter(q)
+   if q.state ~= nil or q.state_name ~= nil then return true end
+   local raw = q.task_runs
+   return type(raw) == "table" and raw.state ~= nil
+end
+
+-- The read options of a poll: the caller's, with the fields a poll needs.
+local function read_options(opts)
+   local out = {}
+   for k, v in pairs(opts) do out[k] = v end
+   if opts.fields then
+      local fields, have = {}, {}
+      for _, f in ipairs(opts.fields) do
+         fields[#fields + 1] = f
+         have[f] = true
+      end
+      for _, f in ipairs(NEEDED_FIELDS) do
+         if not have[f] then fields[#fields + 1] = f end
+      end
+      out.fields = fields
+   end
+   return out
+end
+
+local Follower = {}
+Follower.__index = Follower
+
+--- A follower. `spec`: q (the query, checked by query_problem), read, start,
+-- server, clock, sleep (see the module comment), interval, overlap (seconds),
+-- since (microseconds or nil), max_polls (or nil), read_opts (options of each
+-- read), pollable (false when the transport cannot be polled: poll raises).
+function follow.new(spec)
+   return setmetatable({
+      q = spec.q, read = spec.read, start = spec.start, server = spec.server,
+      clock = spec.clock, sleep = spec.sleep,
+      interval = spec.interval, overlap_us = math.floor(spec.overlap * 1000000 + 0.5),
+      floor_us = spec.since, max_polls = spec.max_polls,
+      read_opts = read_options(spec.read_opts or {}),
+      pollable = spec.pollable ~= false,
+      watermark = nil,  -- the newest end_time read so far (microseconds)
+      seen = {},        -- id -> end_time of the runs in the window already handed out (or baseline)
+      polls = 0,
+      next_at = spec.clock(),
+      queue = {}, queued = 0,
+      finished = false,
+   }, Follower)
+end
+
+-- The window's lower edge for the next poll, in microseconds; nil when every
+-- ended run is wanted (a first poll with since unset finds it from the newest run).
+function Follower:_edge()
+   local edge
+   if self.watermark then
+      local now = math.floor(self.clock() * 1000000)
+      edge = math.min(self.watermark, now) - self.overlap_us
+   end
+   if self.floor_us and (edge == nil or edge < self.floor_us) then edge = self.floor_us end
+   return edge
+end
+
+-- Starts a poll: its query, or nil, err when the server's version could not be read.
+function Follower:_begin()
+   if self.filters_end_time == nil then
+      local v, err = self.server()
+      if v == nil and err then return nil, err end
+      self.filters_end_time = not v or schema.compare_versions(schema.parse_version(v), END_TIME_SINCE) >= 0
+   end
+   -- the first poll without since: learn where the runs are, hand out nothing
+   local baseline = self.polls == 0 and self.floor_us == nil
+   local edge = self:_edge()
+   self.round = { edge = edge, baseline = baseline, batch = {}, top = nil }
+   local q = {}
+   for k, v in pairs(self.q) do q[k] = v end
+   q.sort = "END_TIME_DESC"
+   if not has_state_filter(self.q) then q.state = follow.FINAL end
+   if self.filters_end_time then
+      -- NULL end times sort first on PostgreSQL: ask for ended runs only
+      q.ended = edge and { after = iso(edge) } or true
+   elseif q.page_size == nil then
+      q.page_size = follow.SCAN_PAGE_SIZE
+   end
+   return q
+end
+
+-- Takes one run of the poll's read: false once the read has gone past the window.
+function Follower:_take(run)
+   local us = type(run) == "table" and follow.micros(run.end_time)
+   if not us then return true end -- not ended (listed first on PostgreSQL): not for following
+   local r = self.round
+   if r.baseline and r.edge == nil then r.edge = us - self.overlap_us end
+   if r.edge and us < r.edge then return false end
+   if r.top == nil or us > r.top then r.top = us end
+   if self.seen[run.id] ~= us and (r.baseline or FINAL[state_type(run)]) then
+      r.batch[#r.batch + 1] = { run = run, us = us }
+   end
+   return true
+end
+
+-- Ends a poll that read its window: the new runs, oldest first.
+function Follower:_finish()
+   local r = self.round
+   self.round = nil
+   table.sort(r.batch, function(a, b)
+      if a.us ~= b.us then return a.us < b.us end
+      return a.run.id < b.run.id
+   end)
+   local out = {}
+   for _, e in ipairs(r.batch) do
+      -- the same id twice in one read (offsets shifted by runs ending meanwhile): once
+      if self.seen[e.run.id] ~= e.us then
+         self.seen[e.run.id] = e.us
+         if not r.baseline then out[#out + 1] = e.run end
+      end
+   end
+   if r.top and (self.watermark == nil or r.top > self.watermark) then self.watermark = r.top end
+   local edge = self:_edge()
+   if edge then
+      for id, us in pairs(self.seen) do
+         if us < edge then self.seen[id] = nil end
+      end
+   end
+   self:_counted()
+   return out
+end
+
+-- A poll is over (read or failed): when the next one is due, and whether following is done.
+function Follower:_counted()
+   self.round = nil
+   self.polls = self.polls + 1
+   self.next_at = self.clock() + self.interval
+   if self.max_polls and self.polls >= self.max_polls then self.finished = true end
+end
+
+local function is_misuse(err)
+   return type(err) == "table" and err.kind == "invalid" and err.where ~= nil
+end
+
+--- One poll now, whatever the interval: reads the window (blocking on the
+--- transport; inside nginx that yields) and returns the runs that ended since
+--- the last poll, oldest first (maybe none), or nil, err. A failed poll is
+--- counted and changes nothing else: the next one reads the same window.
+--- For ngx.timer.every, cron jobs, and the iterator.
+function Follower:check()
+   if self.finished then return {} end
+   local q, err = self:_begin()
+   if not q then
+      self:_counted()
+      return nil, err
+   end
+   local ok, rerr = pcall(function()
+      local step, state, ctl, closing = self.read(q, self.read_opts)
+      while true do
+         local run = step(state, ctl)
+         if run == nil or not self:_take(run) then break end
+      end
+      if closing then closing:close() end
+   end)
+   if not ok then
+      -- the query was refused before any request: the caller's mistake, raised as it came
+      if is_misuse(rerr) then error(rerr, 0) end
+      self:_counted()
+      return nil, rerr
+   end
+   return self:_finish()
+end
+
+--- For frame loops: the runs handed out now (maybe none) and whether
+--- following is over; or nil, err for a poll that failed (the handle goes on:
+--- the next poll is due an interval later). Waits at most `timeout_ms`
+--- (default 0): for the next poll to be due, then for the server's answer.
+--- Needs a transport that can be polled (curl).
+function Follower:poll(timeout_ms)
+   if not self.pollable then
+      require("prefect.options").misuse("follow:poll: the ngx transport cannot be polled; inside nginx call"
+         .. " check() from a timer, or use the iterator", 2)
+   end
+   if timeout_ms ~= nil and (type(timeout_ms) ~= "number" or timeout_ms < 0) then
+      require("prefect.options").misuse("follow:poll: timeout_ms must be a number >= 0, got "
+         .. tostring(timeout_ms), 2)
+   end
+   if self.finished then return {}, true end
+   local clock = self.clock
+   local deadline = clock() + (timeout_ms or 0) / 1000
+   if not self.handle then
+      local due = self.next_at - clock()
+      if due > 0 then
+         local can = deadline - clock()
+         if can > 0 then self.sleep(math.min(due, can)) end
+         if clock() < self.next_at then return {}, false end
+      end
+      local q, err = self:_begin()
+      if not q then
+         self:_counted()
+         return nil, err
+      end
+      self.handle = self.start(q, self.read_opts)
+   end
+   while true do
+      local wait_ms = math.max(0, math.floor((deadline - clock()) * 1000))
+      local runs, done = self.handle:poll(wait_ms)
+      if runs == nil then
+         self.handle = nil
+         self:_counted()
+         return nil, done
+      end
+      for _, run in ipairs(runs) do
+         if not self:_take(run) then
+            done = true
+            break
+         end
+      end
+      if done then
+         self.handle:close()
+         self.handle = nil
+         return self:_finish(), self.finished
+      end
+      if clock() >= deadline then return {}, false end
+   end
+end
+
+--- The next run, waiting (with the client's sleep) for the polls that find
+--- it; nil once max_polls polls are done or the follower is closed. Raises
+--- the structured error of a failed poll.
+function Follower:next_run()
+   while true do
+      if self.queued < #self.queue then
+         self.queued = self.queued + 1
+         local run = self.queue[self.queued]
+         self.queue[self.queued] = nil
+         return run
+      end
+      if self.finished then return nil end
+      local due = self.next_at - self.clock()
+      if due > 0 then self.sleep(due) end
+      if self.finished then return nil end
+      local runs, err = self:check()
+      if not runs then
+         self:close()
+         error(err, 0)
+      end
+      self.queue, self.queued = runs, 0
+   end
+end
+
+--- Stops following: a poll in flight is cancelled; runs not yet taken from
+--- the iterator are dropped. Safe to call more than once.
+function Follower:close()
+   self.finished = true
+   self.queue, self.queued = {}, 0
+   if self.handle then
+      self.handle:close()
+      self.handle = nil
+   end
+end
+
+--- True once following is over (max_polls reached, or closed).
+function Follower:done()
+   return self.finished
+end
+
+-- `for run in client:follow(q) do`: the follower is its own step function
+-- (and, on Lua 5.4, the loop's closing value, so `break` stops it).
+Follower.__call = Follower.next_run
+Follower.__close = Follower.close
+
+follow.Follower = Follower
+return follow
