@@ -273,6 +273,23 @@ describe("client:follow on a Prefect 2.x server (no task-run end_time filter)", 
       assert.same({ "bad" }, got)
    end)
 
+   it("stops reading at the window's edge: one short page per poll when nothing has ended", function()
+      local c = new_client(srv, { server_version = "2.19.9" })
+      -- the recorded runs all ended within a second: only overlap = 0 leaves them out of the window
+      local f = c:follow({}, { interval = 0.01, overlap = 0 })
+      assert.same({}, assert(f:poll(1000)))
+      srv:reset()
+      for _ = 1, 3 do
+         local runs
+         repeat runs = assert(f:poll(1000)) until srv:stats().requests > 0 or #runs > 0
+         assert.same({}, runs)
+      end
+      assert.equal(3, srv:stats().requests)
+      -- and the same through the blocking poll
+      for _ = 1, 3 do assert.same({}, assert(f:check())) end
+      assert.equal(6, srv:stats().requests)
+   end)
+
    it("fails each poll with the server's 422 when told nothing of the version", function()
       local c = new_client(srv, { retries = 0 })
       local f = c:follow({}, { interval = 0.01 })

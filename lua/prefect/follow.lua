@@ -49,6 +49,9 @@ local END_TIME_SINCE = schema.parse_version(follow.END_TIME_SINCE)
 -- filter): a poll that finds nothing new reads this many runs, not 200.
 follow.SCAN_PAGE_SIZE = 25
 
+--- Runs a scan takes from the poller at a time (fewer than a scan's page).
+follow.SCAN_STEP = 10
+
 -- Fields a poll needs whatever `fields` the caller asked for.
 local NEEDED_FIELDS = { "id", "end_time", "state_type", "state.type" }
 
@@ -128,12 +131,13 @@ Follower.__index = Follower
 -- since (microseconds or nil), max_polls (or nil), read_opts (options of each
 -- read), pollable (false when the transport cannot be polled: poll raises).
 function follow.new(spec)
-   return setmetatable({
+   local f = setmetatable({
       q = spec.q, read = spec.read, start = spec.start, server = spec.server,
       clock = spec.clock, sleep = spec.sleep,
       interval = spec.interval, overlap_us = math.floor(spec.overlap * 1000000 + 0.5),
       floor_us = spec.since, max_polls = spec.max_polls,
       read_opts = read_options(spec.read_opts or {}),
+      scan_opts = read_options(spec.read_opts or {}),
       pollable = spec.pollable ~= false,
       watermark = nil,  -- the newest end_time read so far (microseconds)
       seen = {},        -- id -> end_time of the runs in the window already handed out (or baseline)
@@ -142,26 +146,34 @@ function follow.new(spec)
       queue = {}, queued = 0,
       finished = false,
    }, Follower)
+   f.scan_opts.prefetch = false
+   return f
 end
 
 -- The window's lower edge for the next poll, in microseconds; nil when every
 -- ended run is wanted (a first poll with since unset finds it from the newest run).
+-- The edge never moves back (a clock set back must not bring back runs `seen` has forgotten).
 function Follower:_edge()
    local edge
-   if self.watermark then
-      local now = math.floor(self.clock() * 1000000)
-      edge = math.min(self.watermark, now) - self.overlap_us
-   end
+   if self.watermark then edge = self:_below(self.watermark) end
    if self.floor_us and (edge == nil or edge < self.floor_us) then edge = self.floor_us end
+   if self.last_edge and (edge == nil or edge < self.last_edge) then edge = self.last_edge end
    return edge
 end
 
--- Starts a poll: its query, or nil, err when the server's version could not be read.
+-- `overlap` before `us`, or before the client's clock when that is earlier.
+function Follower:_below(us)
+   local now = math.floor(self.clock() * 1000000)
+   return math.min(us, now) - self.overlap_us
+end
+
+-- Starts a poll: its query and read options, or nil, err when the server's version could not be read.
 function Follower:_begin()
    if self.filters_end_time == nil then
       local v, err = self.server()
       if v == nil and err then return nil, err end
-      self.filters_end_time = not v or schema.compare_versions(schema.parse_version(v), END_TIME_SINCE) >= 0
+      local parsed = v and schema.parse_version(v)
+      self.filters_end_time = not parsed or schema.compare_versions(parsed, END_TIME_SINCE) >= 0
    end
    -- the first poll without since: learn where the runs are, hand out nothing
    local baseline = self.polls == 0 and self.floor_us == nil
@@ -174,10 +186,14 @@ function Follower:_begin()
    if self.filters_end_time then
       -- NULL end times sort first on PostgreSQL: ask for ended runs only
       q.ended = edge and { after = iso(edge) } or true
-   elseif q.page_size == nil then
-      q.page_size = follow.SCAN_PAGE_SIZE
+   else
+      if q.page_size == nil then q.page_size = follow.SCAN_PAGE_SIZE end
+      -- the read usually stops inside its first page: ask for the next one only when it is wanted
+      if self.read_opts.prefetch == nil and self.read_opts.concurrency == nil then
+         return q, self.scan_opts
+      end
    end
-   return q
+   return q, self.read_opts
 end
 
 -- Takes one run of the poll's read: false once the read has gone past the window.
@@ -185,7 +201,7 @@ function Follower:_take(run)
    local us = type(run) == "table" and follow.micros(run.end_time)
    if not us then return true end -- not ended (listed first on PostgreSQL): not for following
    local r = self.round
-   if r.baseline and r.edge == nil then r.edge = us - self.overlap_us end
+   if r.baseline and r.edge == nil then r.edge = self:_below(us) end
    if r.edge and us < r.edge then return false end
    if r.top == nil or us > r.top then r.top = us end
    if self.seen[run.id] ~= us and (r.baseline or FINAL[state_type(run)]) then
@@ -213,6 +229,7 @@ function Follower:_finish()
    if r.top and (self.watermark == nil or r.top > self.watermark) then self.watermark = r.top end
    local edge = self:_edge()
    if edge then
+      self.last_edge = edge
       for id, us in pairs(self.seen) do
          if us < edge then self.seen[id] = nil end
       end
@@ -240,13 +257,13 @@ end
 --- For ngx.timer.every, cron jobs, and the iterator.
 function Follower:check()
    if self.finished then return {} end
-   local q, err = self:_begin()
+   local q, ropts = self:_begin()
    if not q then
       self:_counted()
-      return nil, err
+      return nil, ropts
    end
    local ok, rerr = pcall(function()
-      local step, state, ctl, closing = self.read(q, self.read_opts)
+      local step, state, ctl, closing = self.read(q, ropts)
       while true do
          local run = step(state, ctl)
          if run == nil or not self:_take(run) then break end
@@ -286,16 +303,18 @@ function Follower:poll(timeout_ms)
          if can > 0 then self.sleep(math.min(due, can)) end
          if clock() < self.next_at then return {}, false end
       end
-      local q, err = self:_begin()
+      local q, ropts = self:_begin()
       if not q then
          self:_counted()
-         return nil, err
+         return nil, ropts
       end
-      self.handle = self.start(q, self.read_opts)
+      self.handle = self.start(q, ropts)
    end
    while true do
       local wait_ms = math.max(0, math.floor((deadline - clock()) * 1000))
-      local runs, done = self.handle:poll(wait_ms)
+      -- a scan takes few runs at a time: the poller would otherwise read on to the next pages
+      -- within one call, past the edge the read stops at
+      local runs, done = self.handle:poll(wait_ms, not self.filters_end_time and follow.SCAN_STEP or nil)
       if runs == nil then
          self.handle = nil
          self:_counted()
