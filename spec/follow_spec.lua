@@ -44,6 +44,8 @@ local function run_of(shape, name, state, ended, id)
    run.state_name = run.state_type:sub(1, 1) .. run.state_type:sub(2):lower()
    run.state.type, run.state.name = run.state_type, run.state_name
    run.state.state_details.task_run_id = run.id
+   run.state.id = new_id()
+   run.state_id = run.state.id
    run.tags = { "follow-spec" }
    run.end_time = ended and iso(ended) or cjson.null
    run.state.timestamp = iso(ended or socket.gettime())
@@ -176,6 +178,37 @@ describe("client:follow on a Prefect 3 server", function()
       assert.equal("f1", got.name)
       assert.is_nil(got.flow_run_id)
    end)
+end)
+
+describe('client:follow with on = "update"', function()
+   for _, shape in ipairs({ 3, 2 }) do
+      it("hands out a run each time its state changes, on Prefect " .. shape, function()
+         local srv = test_server.start{ dataset = shape == 3 and FIXTURE3 or FIXTURE2, test_writes = true,
+            prefect = shape }
+         finally(function() srv:stop() end)
+         local c = new_client(srv, { server_version = shape == 3 and "3.9.1" or "2.19.9" })
+         local f = c:follow({ tags = { "follow-spec" } }, { on = "update", interval = 0.01 })
+         local waiting = run_of(shape, "u", "SCHEDULED", nil)
+         -- already there when following starts: its state then is not a change
+         srv:add_task_runs({ waiting })
+         assert.same({}, names(assert(f:poll(1000))))
+         local function states(runs)
+            local out = {}
+            for i, r in ipairs(runs) do out[i] = r.name .. ":" .. r.state_type end
+            return out
+         end
+         -- oldest state first: u's state is a moment older than new's
+         srv:add_task_runs({ run_of(shape, "u", "PENDING", nil, waiting.id),
+            run_of(shape, "new", "RUNNING", nil) })
+         assert.same({ "u:PENDING", "new:RUNNING" }, states(poll_until(f, 2)))
+         assert.same({}, states(poll_until(f, 1)))
+         srv:add_task_runs({ run_of(shape, "u", "RUNNING", nil, waiting.id) })
+         assert.same({ "u:RUNNING" }, states(poll_until(f, 1)))
+         srv:add_task_runs({ run_of(shape, "u", "COMPLETED", socket.gettime(), waiting.id) })
+         assert.same({ "u:COMPLETED" }, states(poll_until(f, 1)))
+         assert.same({}, states(poll_until(f, 1)))
+      end)
+   end
 end)
 
 describe("client:follow across a server restart", function()
@@ -353,7 +386,7 @@ describe("client:follow misuse", function()
       local cases = {
          { { interval = 0 }, "interval must be a positive number" },
          { { intervall = 1 }, 'unknown option "intervall" %(did you mean interval%?%)' },
-         { { on = "change" }, 'on must be "final"' },
+         { { on = "change" }, 'on must be "final" or "update"' },
          { { since = "yesterday" }, "since: yesterday is not a time" },
          { { max_polls = 0 }, "max_polls must be an integer >= 1" },
          { { overlap = -1 }, "overlap must be a number of seconds >= 0" },

@@ -335,7 +335,7 @@ function Client:follow(q, opts)
       server = function() return self:_server() end,
       clock = self.clock, sleep = self.runtime.sleep,
       pollable = self.runtime.capabilities.name ~= "ngx",
-      interval = own.interval, overlap = own.overlap, max_polls = own.max_polls,
+      on = own.on, interval = own.interval, overlap = own.overlap, max_polls = own.max_polls,
       since = own.since ~= nil and follow.micros(own.since) or nil,
    }
    return f, nil, nil, f

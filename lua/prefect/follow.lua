@@ -41,6 +41,12 @@ follow.FINAL = { "COMPLETED", "FAILED", "CRASHED", "CANCELLED" }
 local FINAL = {}
 for _, t in ipairs(follow.FINAL) do FINAL[t] = true end
 
+--- The other state types (on = "update" asks for these too).
+follow.NOT_FINAL = {}
+for _, t in ipairs(schema.STATE_TYPES) do
+   if not FINAL[t] then follow.NOT_FINAL[#follow.NOT_FINAL + 1] = t end
+end
+
 --- The first Prefect that filters task runs on end_time.
 follow.END_TIME_SINCE = "3.6.22"
 local END_TIME_SINCE = schema.parse_version(follow.END_TIME_SINCE)
@@ -53,7 +59,8 @@ follow.SCAN_PAGE_SIZE = 25
 follow.SCAN_STEP = 10
 
 -- Fields a poll needs whatever `fields` the caller asked for.
-local NEEDED_FIELDS = { "id", "end_time", "state_type", "state.type" }
+local NEEDED_FIELDS = { "id", "end_time", "state_type", "state_name", "state_id", "state.type", "state.id",
+   "state.name", "state.timestamp" }
 
 --- Microseconds since the epoch of a time value (ISO-8601 string or epoch
 -- seconds), or nil when it is absent or not a time.
@@ -134,6 +141,7 @@ function follow.new(spec)
    local f = setmetatable({
       q = spec.q, read = spec.read, start = spec.start, server = spec.server,
       clock = spec.clock, sleep = spec.sleep,
+      on = spec.on or "final", states = {}, -- id -> state_key of the runs not ended (on = "update")
       interval = spec.interval, overlap_us = math.floor(spec.overlap * 1000000 + 0.5),
       floor_us = spec.since, max_polls = spec.max_polls,
       read_opts = read_options(spec.read_opts or {}),
@@ -167,7 +175,17 @@ function Follower:_below(us)
    return math.min(us, now) - self.overlap_us
 end
 
--- Starts a poll: its query and read options, or nil, err when the server's version could not be read.
+-- A copy of the query with `extra` over it.
+local function with(q, extra)
+   local out = {}
+   for k, v in pairs(q) do out[k] = v end
+   for k, v in pairs(extra) do out[k] = v end
+   return out
+end
+
+-- Starts a poll: true, or nil, err when the server's version could not be read. A poll is one or
+-- two reads (self.round.reads), each a query, its read options, the method that takes its runs,
+-- and how many runs a poller step may take.
 function Follower:_begin()
    if self.filters_end_time == nil then
       local v, err = self.server()
@@ -178,26 +196,36 @@ function Follower:_begin()
    -- the first poll without since: learn where the runs are, hand out nothing
    local baseline = self.polls == 0 and self.floor_us == nil
    local edge = self:_edge()
-   self.round = { edge = edge, baseline = baseline, batch = {}, top = nil }
-   local q = {}
-   for k, v in pairs(self.q) do q[k] = v end
-   q.sort = "END_TIME_DESC"
-   if not has_state_filter(self.q) then q.state = follow.FINAL end
+   local own_state = has_state_filter(self.q)
+   local window = with(self.q, { sort = "END_TIME_DESC" })
+   if not own_state then window.state = follow.FINAL end
+   local read = { q = window, opts = self.read_opts, take = self._take_window }
    if self.filters_end_time then
       -- NULL end times sort first on PostgreSQL: ask for ended runs only
-      q.ended = edge and { after = iso(edge) } or true
+      window.ended = edge and { after = iso(edge) } or true
    else
-      if q.page_size == nil then q.page_size = follow.SCAN_PAGE_SIZE end
-      -- the read usually stops inside its first page: ask for the next one only when it is wanted
+      if window.page_size == nil then window.page_size = follow.SCAN_PAGE_SIZE end
+      -- the read usually stops inside its first page: ask for the next one only when it is wanted,
+      -- and take few runs per poller step (it would otherwise read on past the edge in one call)
       if self.read_opts.prefetch == nil and self.read_opts.concurrency == nil then
-         return q, self.scan_opts
+         read.opts = self.scan_opts
       end
+      read.step = follow.SCAN_STEP
    end
-   return q, self.read_opts
+   local reads = { read }
+   if self.on == "update" then
+      -- the runs that have not ended: each poll compares their states with the last poll's
+      local active = with(self.q, { sort = "ID_DESC" })
+      if not own_state then active.state = follow.NOT_FINAL end
+      reads[2] = { q = active, opts = self.read_opts, take = self._take_active }
+   end
+   self.round = { reads = reads, i = 1, edge = edge, baseline = baseline, batch = {}, top = nil,
+      active = {} }
+   return true
 end
 
--- Takes one run of the poll's read: false once the read has gone past the window.
-function Follower:_take(run)
+-- Takes one run of the window's read: false once the read has gone past the window.
+function Follower:_take_window(run)
    local us = type(run) == "table" and follow.micros(run.end_time)
    if not us then return true end -- not ended (listed first on PostgreSQL): not for following
    local r = self.round
@@ -205,12 +233,35 @@ function Follower:_take(run)
    if r.edge and us < r.edge then return false end
    if r.top == nil or us > r.top then r.top = us end
    if self.seen[run.id] ~= us and (r.baseline or FINAL[state_type(run)]) then
-      r.batch[#r.batch + 1] = { run = run, us = us }
+      r.batch[#r.batch + 1] = { run = run, us = us, ended = true }
    end
    return true
 end
 
--- Ends a poll that read its window: the new runs, oldest first.
+-- What tells one state of a run from the next: the state's id, else its type, name and time.
+local function state_key(run)
+   local st = type(run.state) == "table" and run.state or {}
+   local id = st.id or run.state_id
+   if type(id) == "string" then return id end
+   return tostring(state_type(run)) .. "|" .. tostring(run.state_name or st.name) .. "|"
+      .. tostring(st.timestamp)
+end
+
+-- Takes one run of the read of the runs not ended (on = "update").
+function Follower:_take_active(run)
+   if type(run) ~= "table" or FINAL[state_type(run)] then return true end -- the window hands it out
+   local r = self.round
+   if r.active[run.id] then return true end -- twice in one read (offsets shifted): once
+   local key = state_key(run)
+   r.active[run.id] = key
+   local us = follow.micros(type(run.state) == "table" and run.state.timestamp or nil)
+      or math.floor(self.clock() * 1000000)
+   local wanted = not r.baseline and (self.polls > 0 or not self.floor_us or us >= self.floor_us)
+   if wanted and self.states[run.id] ~= key then r.batch[#r.batch + 1] = { run = run, us = us } end
+   return true
+end
+
+-- Ends a poll whose reads are complete: the new runs, oldest first.
 function Follower:_finish()
    local r = self.round
    self.round = nil
@@ -220,12 +271,16 @@ function Follower:_finish()
    end)
    local out = {}
    for _, e in ipairs(r.batch) do
-      -- the same id twice in one read (offsets shifted by runs ending meanwhile): once
-      if self.seen[e.run.id] ~= e.us then
+      if not e.ended then
+         out[#out + 1] = e.run
+      elseif self.seen[e.run.id] ~= e.us then
+         -- the same id twice in one read (offsets shifted by runs ending meanwhile): once
          self.seen[e.run.id] = e.us
          if not r.baseline then out[#out + 1] = e.run end
       end
    end
+   -- the runs not ended now are the ones to compare the next poll with
+   if self.on == "update" then self.states = r.active end
    if r.top and (self.watermark == nil or r.top > self.watermark) then self.watermark = r.top end
    local edge = self:_edge()
    if edge then
@@ -257,18 +312,20 @@ end
 --- For ngx.timer.every, cron jobs, and the iterator.
 function Follower:check()
    if self.finished then return {} end
-   local q, ropts = self:_begin()
-   if not q then
+   local began, err = self:_begin()
+   if not began then
       self:_counted()
-      return nil, ropts
+      return nil, err
    end
    local ok, rerr = pcall(function()
-      local step, state, ctl, closing = self.read(q, ropts)
-      while true do
-         local run = step(state, ctl)
-         if run == nil or not self:_take(run) then break end
+      for _, read in ipairs(self.round.reads) do
+         local step, state, ctl, closing = self.read(read.q, read.opts)
+         while true do
+            local run = step(state, ctl)
+            if run == nil or not read.take(self, run) then break end
+         end
+         if closing then closing:close() end
       end
-      if closing then closing:close() end
    end)
    if not ok then
       -- the query was refused before any request: the caller's mistake, raised as it came
@@ -296,32 +353,32 @@ function Follower:poll(timeout_ms)
    if self.finished then return {}, true end
    local clock = self.clock
    local deadline = clock() + (timeout_ms or 0) / 1000
-   if not self.handle then
+   if not self.round then
       local due = self.next_at - clock()
       if due > 0 then
          local can = deadline - clock()
          if can > 0 then self.sleep(math.min(due, can)) end
          if clock() < self.next_at then return {}, false end
       end
-      local q, ropts = self:_begin()
-      if not q then
+      local began, err = self:_begin()
+      if not began then
          self:_counted()
-         return nil, ropts
+         return nil, err
       end
-      self.handle = self.start(q, ropts)
    end
+   local r = self.round
    while true do
+      local read = r.reads[r.i]
+      if not self.handle then self.handle = self.start(read.q, read.opts) end
       local wait_ms = math.max(0, math.floor((deadline - clock()) * 1000))
-      -- a scan takes few runs at a time: the poller would otherwise read on to the next pages
-      -- within one call, past the edge the read stops at
-      local runs, done = self.handle:poll(wait_ms, not self.filters_end_time and follow.SCAN_STEP or nil)
+      local runs, done = self.handle:poll(wait_ms, read.step)
       if runs == nil then
          self.handle = nil
          self:_counted()
          return nil, done
       end
       for _, run in ipairs(runs) do
-         if not self:_take(run) then
+         if not read.take(self, run) then
             done = true
             break
          end
@@ -329,9 +386,11 @@ function Follower:poll(timeout_ms)
       if done then
          self.handle:close()
          self.handle = nil
-         return self:_finish(), self.finished
+         r.i = r.i + 1
+         if r.i > #r.reads then return self:_finish(), self.finished end
+      elseif clock() >= deadline then
+         return {}, false
       end
-      if clock() >= deadline then return {}, false end
    end
 end
 

@@ -218,7 +218,9 @@ local function check_since(name, v)
 end
 
 local function check_on(name, v)
-   if v ~= "final" then return name .. ' must be "final", got ' .. tostring(v) end
+   if v ~= "final" and v ~= "update" then
+      return name .. ' must be "final" or "update", got ' .. tostring(v)
+   end
 end
 
 local MiB = 1024 * 1024
@@ -343,7 +345,8 @@ options.LIST = {
       doc = "Seconds from the end of one poll to the start of the next." },
    { name = "on", layer = "follow", check = check_on, default = "final",
       doc = '`"final"`: a run is handed out once it has reached a final state (COMPLETED, FAILED, '
-         .. "CRASHED, CANCELLED), oldest end_time first." },
+         .. 'CRASHED, CANCELLED), oldest end_time first. `"update"`: also each time a run that has not '
+         .. "ended changes state (each poll then also reads every run of the query that has not ended)." },
    { name = "since", layer = "follow", check = check_since, shown = "the newest run when following starts",
       doc = "Hand out the runs that ended at or after this time (ISO-8601 or epoch seconds) too; left "
          .. "unset, only runs that end after following began." },
