@@ -24,6 +24,10 @@
 -- * Without `since`, the first poll only learns the watermark (and the runs
 --   within `overlap` of it); nothing that ended before following began is
 --   handed out.
+-- * With `on = "update"` a poll also reads the runs of the query that have
+--   not ended (ID_DESC) and hands out each one whose state (its id, else type,
+--   name and time) differs from the last poll's; the batch is then sorted by
+--   state time, which for an ended run is its end_time.
 --
 -- The module knows nothing of HTTP or of the client's insides: it is handed
 -- `read(q)` (a blocking read: the values of a generic `for`), `start(q)` (a
