@@ -242,6 +242,22 @@ describe("client:follow across a server restart", function()
       assert.same({}, names(poll_until(f, 1)))
    end)
 
+   it("hands out nothing that ended before it started when its first polls fail", function()
+      srv = test_server.start{ dataset = FIXTURE3, test_writes = true }
+      local port = srv.port
+      srv:stop()
+      local c = new_client(srv, { retries = 0 })
+      local f = c:follow({}, { interval = 0.01 })
+      local runs, err = f:poll(1000)
+      assert.is_nil(runs)
+      assert.equal("connect", err.kind)
+      srv = test_server.start{ dataset = FIXTURE3, test_writes = true, port = port }
+      -- the recorded runs ended before following began: none of them is handed out
+      assert.same({}, names(poll_until(f, 1)))
+      srv:add_task_runs({ run_of(3, "new", "FAILED", socket.gettime()) })
+      assert.same({ "new" }, names(poll_until(f, 1)))
+   end)
+
    it("rides out a restart inside the exchange's retries, without raising", function()
       srv = test_server.start{ dataset = FIXTURE3, test_writes = true }
       local port = srv.port
@@ -330,6 +346,13 @@ describe("client:follow on a Prefect 2.x server (no task-run end_time filter)", 
       assert.is_nil(runs)
       assert.equal(422, err.status)
       assert.is_false(f:done())
+      -- the iterator raises the same error table, and is closed
+      local ok, raised = pcall(function()
+         for _ in c:follow({}, { interval = 0.01 }) do end
+      end)
+      assert.is_false(ok)
+      assert.equal("http", raised.kind)
+      assert.equal(422, raised.status)
    end)
 end)
 

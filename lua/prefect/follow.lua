@@ -21,9 +21,9 @@
 --   poll changes nothing: the next one reads the same window again.
 -- * `seen` forgets what falls below the window's edge, so its size is the
 --   number of runs that end within `overlap` seconds.
--- * Without `since`, the first poll only learns the watermark (and the runs
---   within `overlap` of it); nothing that ended before following began is
---   handed out.
+-- * Without `since`, the first poll that reads its window only learns the
+--   watermark (and the runs within `overlap` of it); nothing that ended before
+--   following began is handed out, even when the first polls fail.
 -- * With `on = "update"` a poll also reads the runs of the query that have
 --   not ended (ID_DESC) and hands out each one whose state (its id, else type,
 --   name and time) differs from the last poll's; the batch is then sorted by
@@ -197,8 +197,8 @@ function Follower:_begin()
       local parsed = v and schema.parse_version(v)
       self.filters_end_time = not parsed or schema.compare_versions(parsed, END_TIME_SINCE) >= 0
    end
-   -- the first poll without since: learn where the runs are, hand out nothing
-   local baseline = self.polls == 0 and self.floor_us == nil
+   -- until a poll has read its window (without since): learn where the runs are, hand out nothing
+   local baseline = not self.learned and self.floor_us == nil
    local edge = self:_edge()
    local own_state = has_state_filter(self.q)
    local window = with(self.q, { sort = "END_TIME_DESC" })
@@ -260,7 +260,7 @@ function Follower:_take_active(run)
    r.active[run.id] = key
    local us = follow.micros(type(run.state) == "table" and run.state.timestamp or nil)
       or math.floor(self.clock() * 1000000)
-   local wanted = not r.baseline and (self.polls > 0 or not self.floor_us or us >= self.floor_us)
+   local wanted = not r.baseline and (self.learned or not self.floor_us or us >= self.floor_us)
    if wanted and self.states[run.id] ~= key then r.batch[#r.batch + 1] = { run = run, us = us } end
    return true
 end
@@ -285,6 +285,7 @@ function Follower:_finish()
    end
    -- the runs not ended now are the ones to compare the next poll with
    if self.on == "update" then self.states = r.active end
+   self.learned = true
    if r.top and (self.watermark == nil or r.top > self.watermark) then self.watermark = r.top end
    local edge = self:_edge()
    if edge then
