@@ -156,14 +156,20 @@ describe("client:follow on a Prefect 3 server", function()
 
    it("hands out the runs that ended since `since`, and none that ended before", function()
       local now = socket.gettime()
-      srv:add_task_runs({ run_of(3, "old", "FAILED", now - 120), run_of(3, "recent", "FAILED", now - 30) })
+      -- many in one poll: the iterator hands out each run of a poll's batch
+      local runs, want = { run_of(3, "old", "FAILED", now - 120) }, {}
+      for i = 1, 40 do
+         want[i] = "recent-" .. i
+         runs[#runs + 1] = run_of(3, want[i], "FAILED", now - 40 + i / 2)
+      end
+      srv:add_task_runs(runs)
       local c = new_client(srv)
       local got = {}
       local opts = { since = now - 60, interval = 0.01, max_polls = 2 }
       for run in c:follow({ tags = { "follow-spec" } }, opts) do
          got[#got + 1] = run.name
       end
-      assert.same({ "recent" }, got)
+      assert.same(want, got)
    end)
 
    it("keeps fields it needs when the caller asks for fewer, and hands out what was asked", function()

@@ -155,7 +155,7 @@ function follow.new(spec)
       seen = {},        -- id -> end_time of the runs in the window already handed out (or baseline)
       polls = 0,
       next_at = spec.clock(),
-      queue = {}, queued = 0,
+      queue = {}, queued = 0, queue_n = 0, -- runs of the last poll the iterator hands out
       finished = false,
    }, Follower)
    f.scan_opts.prefetch = false
@@ -404,7 +404,8 @@ end
 --- the structured error of a failed poll.
 function Follower:next_run()
    while true do
-      if self.queued < #self.queue then
+      -- `#` of a list emptied from the front is any border of it: count instead
+      if self.queued < self.queue_n then
          self.queued = self.queued + 1
          local run = self.queue[self.queued]
          self.queue[self.queued] = nil
@@ -419,7 +420,7 @@ function Follower:next_run()
          self:close()
          error(err, 0)
       end
-      self.queue, self.queued = runs, 0
+      self.queue, self.queued, self.queue_n = runs, 0, #runs
    end
 end
 
@@ -427,7 +428,7 @@ end
 --- the iterator are dropped. Safe to call more than once.
 function Follower:close()
    self.finished = true
-   self.queue, self.queued = {}, 0
+   self.queue, self.queued, self.queue_n = {}, 0, 0
    if self.handle then
       self.handle:close()
       self.handle = nil
