@@ -60,6 +60,8 @@ describe("the rooms of lua/prefect", function()
          ["prefect.exchange"] = { "prefect.client", "prefect.pager", "prefect.filter" },
          transport = { "prefect.client", "prefect.pager", "prefect.exchange", "prefect.filter" },
          ["prefect.options"] = { "prefect.client", "prefect.pager", "prefect.exchange", "prefect.transport" },
+         -- handed its reads by the client: it never makes a request of its own
+         ["prefect.follow"] = { "prefect.client", "prefect.pager", "prefect.exchange", "prefect.transport" },
          ["prefect.errors"] = { "prefect" },
       }
       local wrong = {}

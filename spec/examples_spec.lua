@@ -152,7 +152,7 @@ describe("examples", function()
    end)
    teardown(function() if srv then srv:stop() end end)
 
-   for _, name in ipairs({ "failed.lua", "export.lua", "durations.lua", "timeline.lua" }) do
+   for _, name in ipairs({ "failed.lua", "export.lua", "durations.lua", "timeline.lua", "follow.lua" }) do
       describe(name, function()
          it("prints its usage with --help", function()
             local r = example(name, { "--help" })
@@ -247,6 +247,63 @@ describe("examples", function()
          r = example("failed.lua", { "--limit", tostring(want) }, recent_env)
          assert.equal(want + 4, #lines(r.out))
          assert.not_matches("cut the list", r.out)
+      end)
+   end)
+
+   describe("follow.lua", function()
+      local recent
+      lazy_setup(function()
+         recent = test_server.start{ dataset = "fixture", prefect = 2, relative_time = true }
+      end)
+      lazy_teardown(function() if recent then recent:stop() end end)
+
+      -- The fixture's runs that ended FAILED or CRASHED, oldest first (ties by id), as the example
+      -- prints them.
+      local function ended_failed()
+         local runs = {}
+         for _, run in ipairs(dataset.task_runs) do
+            local failed = run.state_type == "FAILED" or run.state_type == "CRASHED"
+            if failed and run.end_time ~= cjson.null then runs[#runs + 1] = run end
+         end
+         table.sort(runs, function(a, b)
+            if a.end_time ~= b.end_time then return a.end_time < b.end_time end
+            return a.id < b.id
+         end)
+         return runs
+      end
+
+      it("prints each failed or crashed run of the last day once, oldest first, then stops", function()
+         local r = example("follow.lua", { "--since", "1440", "--polls", "2", "--interval", "0.05" },
+            { PREFECT_API_URL = recent.url })
+         assert.equal(0, r.status, r.err)
+         assert.equal("", r.err)
+         local want = ended_failed()
+         assert.is_true(#want > 10)
+         local out = lines(r.out)
+         assert.equal(#want, #out)
+         for i, run in ipairs(want) do
+            local pattern = "^%d%d%d%d%-%d%d%-%d%d %d%d:%d%d:%d%d  " .. run.state_name .. " +"
+               .. run.name:gsub("%p", "%%%0") .. "  %(flow run " .. tostring(run.flow_run_id == cjson.null
+               and "none" or run.flow_run_id):gsub("%p", "%%%0") .. "%)$"
+            assert.matches(pattern, out[i])
+         end
+      end)
+
+      it("prints nothing that had ended before it started", function()
+         local r = example("follow.lua", { "--polls", "2", "--interval", "0.05" },
+            { PREFECT_API_URL = recent.url })
+         assert.equal(0, r.status, r.err)
+         assert.equal("", r.out)
+      end)
+
+      it("refuses a state that is not one, and --interval 0, in one line", function()
+         local r = example("follow.lua", { "--state", "FIALED", "--polls", "1" }, env)
+         assert.equal(1, r.status)
+         assert.equal(1, #lines(r.err), r.err)
+         assert.matches('^follow%.lua: state%[1%]: "FIALED" is not a state type .*did you mean "FAILED"%?',
+            r.err)
+         r = example("follow.lua", { "--interval", "0" }, env)
+         assert.equal("follow.lua: --interval needs a number above 0 (see --help)\n", r.err)
       end)
    end)
 

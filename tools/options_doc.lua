@@ -20,7 +20,7 @@ end
 local function table_text()
    local lines = { BEGIN, "", "| option | default | meaning |", "| --- | --- | --- |" }
    for _, o in ipairs(options.LIST) do
-      if o.layer ~= "call" then
+      if o.layer ~= "call" and o.layer ~= "follow" then
          lines[#lines + 1] = string.format("| `%s` | %s | %s |", o.name, shown(o), o.doc)
       end
    end

@@ -8,6 +8,7 @@
 
 local errors = require("prefect.errors")
 local exchange = require("prefect.exchange")
+local follow = require("prefect.follow")
 local options = require("prefect.options")
 local pager = require("prefect.pager")
 local retry = require("prefect.retry")
@@ -307,6 +308,37 @@ end
 --- waits on the client's clock instead of sleeping. `h:close()` stops it.
 function Client:start(q, opts)
    return pager.start(self:_reader(q, opts, "client:start"))
+end
+
+--- Follows `q`: each run that matches it, handed out once as it reaches a
+--- final state, oldest first, polling every `interval` seconds for the runs
+--- that ended since the last one seen. Returns the follower: a generic `for`
+--- iterates it (blocking; raises the error of a failed poll), `f:poll(ms)`
+--- drives it from a frame loop, `f:check()` polls once (for ngx.timer.every),
+--- `f:close()` stops it. See docs/follow.md.
+function Client:follow(q, opts)
+   if q == nil then q = {} end
+   if type(q) ~= "table" then misuse("client:follow: the query must be a table, got " .. type(q), 2) end
+   options.check(opts, options.FOLLOW, options.FOLLOW_NAMES, "client:follow", 2)
+   local problem = follow.query_problem(q)
+   if problem then misuse("client:follow: " .. problem, 2) end
+   -- the query's own mistakes now, not at the first poll
+   filter().compile(q, { level = 2, server = self.server ~= "auto" and self.server or nil })
+   local own, read_opts = options.follow_defaults(opts), {}
+   for k, v in pairs(opts or {}) do
+      if options.BY_NAME[k].layer ~= "follow" then read_opts[k] = v end
+   end
+   local f = follow.new{
+      q = q, read_opts = read_opts,
+      read = function(fq, ro) return self:task_runs(fq, ro) end,
+      start = function(fq, ro) return self:start(fq, ro) end,
+      server = function() return self:_server() end,
+      clock = self.clock, sleep = self.runtime.sleep,
+      pollable = self.runtime.capabilities.name ~= "ngx",
+      on = own.on, interval = own.interval, overlap = own.overlap, max_polls = own.max_polls,
+      since = own.since ~= nil and follow.micros(own.since) or nil,
+   }
+   return f, nil, nil, f
 end
 
 --- One page of runs, as an array: `page_size` runs (or the query's limit

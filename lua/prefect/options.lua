@@ -12,6 +12,7 @@
 
 local errors = require("prefect.errors")
 local suggest = require("prefect.filter.suggest")
+local time = require("prefect.filter.time")
 
 local options = {}
 
@@ -204,6 +205,24 @@ local function check_logger(name, v)
    return name .. " must be a function(message) or false, got " .. type(v)
 end
 
+local function check_since(name, v)
+   local ok, why
+   if type(v) == "string" then
+      ok, why = time.parse_iso(v)
+   elseif type(v) == "number" then
+      ok, why = time.from_epoch(v)
+   else
+      return name .. " must be an ISO-8601 string or epoch seconds, got " .. type(v)
+   end
+   if not ok then return name .. ": " .. tostring(v) .. " is not a time (" .. why .. ")" end
+end
+
+local function check_on(name, v)
+   if v ~= "final" and v ~= "update" then
+      return name .. ' must be "final" or "update", got ' .. tostring(v)
+   end
+end
+
 local MiB = 1024 * 1024
 
 --- Every option: `name`, `layer` (who reads it: client, retry, transport,
@@ -321,6 +340,22 @@ options.LIST = {
       doc = "Where environment variables are read from (tests)." },
    { name = "prefetch", layer = "call", check = check_boolean, default = true,
       doc = "A read's option: `false` reads one page at a time (no request ahead)." },
+   -- client:follow's own options (docs/follow.md); it takes the read options above too.
+   { name = "interval", layer = "follow", check = check_positive, default = 5,
+      doc = "Seconds from the end of one poll to the start of the next." },
+   { name = "on", layer = "follow", check = check_on, default = "final",
+      doc = '`"final"`: a run is handed out once it has reached a final state (COMPLETED, FAILED, '
+         .. 'CRASHED, CANCELLED), oldest end_time first. `"update"`: also each time a run that has not '
+         .. "ended changes state (each poll then also reads every run of the query that has not ended)." },
+   { name = "since", layer = "follow", check = check_since, shown = "the newest run when following starts",
+      doc = "Hand out the runs that ended at or after this time (ISO-8601 or epoch seconds) too; left "
+         .. "unset, only runs that end after following began." },
+   { name = "overlap", layer = "follow", check = check_seconds, default = 60,
+      doc = "Seconds before the newest end_time seen that each poll reads again, so a run whose end "
+         .. "is written late (Prefect takes end_time from the state's timestamp, set where the task "
+         .. "ran) is still handed out; those already handed out are skipped." },
+   { name = "max_polls", layer = "follow", check = check_integer_from(1, ""), shown = "none (for ever)",
+      doc = "Stop after this many polls (the first one included)." },
 }
 
 options.BY_NAME = {}
@@ -343,12 +378,32 @@ end
 options.DECODE, options.DECODE_NAMES = checks(function(o) return o.layer == "decoder" end)
 
 --- The options of prefect.client.
-options.CLIENT, options.CLIENT_NAMES = checks(function(o) return o.layer ~= "call" end)
+options.CLIENT, options.CLIENT_NAMES = checks(function(o)
+   return o.layer ~= "call" and o.layer ~= "follow"
+end)
 
 --- The options of one read (task_runs, start, page): decoder options, prefetch, concurrency.
 options.CALL, options.CALL_NAMES = checks(function(o)
    return o.layer == "decoder" or o.layer == "call" or o.name == "concurrency"
 end)
+
+--- The options of client:follow: its own (layer follow) and those of a read.
+options.FOLLOW, options.FOLLOW_NAMES = checks(function(o)
+   return o.layer == "follow" or o.layer == "decoder" or o.layer == "call" or o.name == "concurrency"
+end)
+
+--- The defaults of client:follow's own options.
+function options.follow_defaults(opts)
+   local out = {}
+   for _, o in ipairs(options.LIST) do
+      if o.layer == "follow" then
+         local v = opts and opts[o.name]
+         if v == nil then v = o.default end
+         out[o.name] = v
+      end
+   end
+   return out
+end
 
 --- Raises for an unknown or ill-typed option in `opts` (nil is no options).
 -- `known` maps each name to its check, `names` lists them for the "did you
@@ -373,7 +428,7 @@ end
 -- layer (client, retry, transport, decoder), each holding every option of
 -- that layer that was given or has a default. `opts` must have passed check.
 function options.resolve(opts)
-   local out = { client = {}, retry = {}, transport = {}, decoder = {}, call = {} }
+   local out = { client = {}, retry = {}, transport = {}, decoder = {}, call = {}, follow = {} }
    for _, o in ipairs(options.LIST) do
       local v = opts[o.name]
       if v == nil then v = o.default end

@@ -44,7 +44,7 @@ Server.__index = Server
 
 --- Builds the launcher's arguments from the helper's options.
 function test_server.args(opts)
-   local args = { "--port", "0", "--stdin-watch" }
+   local args = { "--port", tostring(opts.port or 0), "--stdin-watch" }
    local function add(...)
       for _, a in ipairs({ ... }) do args[#args + 1] = a end
    end
@@ -60,6 +60,7 @@ function test_server.args(opts)
    if opts.api_key then add("--api-key", opts.api_key) end
    if opts.auth_string then add("--auth-string", opts.auth_string) end
    if opts.csrf then add("--csrf") end
+   if opts.test_writes then add("--test-writes") end
    if opts.fault then add("--fault", opts.fault) end
    if opts.tls then add("--tls-cert", opts.tls.cert, "--tls-key", opts.tls.key) end
    if opts.keepalive_timeout then add("--keepalive-timeout", opts.keepalive_timeout) end
@@ -71,8 +72,10 @@ end
 --- Starts a server; raises (with the server's standard error) if it does not come up.
 -- opts: dataset = "fixture" | path | { generate = n, seed = s, shape = 2|3 }, prefect, relative_time
 -- (true: the dataset's times moved so that it ends now), base_path, api_key,
--- auth_string, csrf, fault, tls = { cert, key }, keepalive_timeout, app_file, args (extra launcher
--- arguments), lua (interpreter; default $PREFECT_TEST_LUA or lua5.4), start_timeout (seconds, 30).
+-- auth_string, csrf, test_writes (true: add_task_runs works), port (default 0: a free one; a
+-- stopped server's port starts it again where its clients look), fault, tls = { cert, key },
+-- keepalive_timeout, app_file, args (extra launcher arguments), lua (interpreter; default
+-- $PREFECT_TEST_LUA or lua5.4), start_timeout (seconds, 30).
 function test_server.start(opts)
    opts = opts or {}
    local lua = opts.lua or os.getenv("PREFECT_TEST_LUA") or "lua5.4"
@@ -225,6 +228,18 @@ function Server:stats()
       requests = math.floor(stats.requests),
       active = math.floor(stats.active),
    }
+end
+
+--- Adds task runs to a server started with test_writes = true, or replaces those whose id it has
+-- (POST <base>/admin/test/task_runs); raises unless the server took them all. `runs` is a list of
+-- task-run tables as Prefect sends them.
+function Server:add_task_runs(runs)
+   local body = #runs == 0 and "[]" or cjson.encode(runs)
+   local path = self.url:match("^%a+://[^/]+(.*)$") .. "/admin/test/task_runs"
+   local status, _, answer = self:request{ method = "POST", path = path, body = body,
+      headers = { ["content-type"] = "application/json" } }
+   assert(status == 200, "POST " .. path .. " failed: " .. tostring(status) .. " " .. tostring(answer))
+   return cjson.decode(answer)
 end
 
 --- Zeroes the counters and the fail_first state.

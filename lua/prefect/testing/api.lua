@@ -1,7 +1,8 @@
 -- The Prefect API of the bundled test server, as a pure function of a request:
 --   local app = api.new{ data = dataset, prefect = 2|3, db = "sqlite"|"postgres", base_path = "/api",
 --                        api_key = nil,
---                        auth_string = nil, csrf = false, default_limit = 200, cache_runs = 20000 }
+--                        auth_string = nil, csrf = false, default_limit = 200, cache_runs = 20000,
+--                        test_writes = false }
 --   local status, headers, body = app:handle{ method =, path =, query =, headers = {lowercase → value},
 --                                             body = raw string | nil }
 -- It answers the way a real Prefect server does (Prefect 2.19 with prefect = 2, 3.x with prefect = 3):
@@ -79,6 +80,8 @@ function M.new(opts)
    self.server_version = ds.server_version or (self.prefect == 3 and "3.9.1" or "2.19.9")
    self.api_version = ds.api_version or "0.8.4"
    assert(opts.db == nil or opts.db == "sqlite" or opts.db == "postgres", "db must be sqlite or postgres")
+   self.db = opts.db
+   self.test_writes = opts.test_writes and true or false
    self.store = query.new_store(ds, opts.db)
    -- task-run index -> JSON text, filled on first use. A recorded dataset is small and kept whole; a
    -- generated one can have millions of runs (~1.9 KB of text each), so its texts live in a cache of
@@ -454,6 +457,54 @@ function App:simple(req, body_text)
 end
 
 ---------------------------------------------------------------------------------------------------
+-- Test writes (only with test_writes = true): POST /admin/test/task_runs takes a JSON list of task
+-- runs; a run whose id is in the dataset replaces it (a run moved to another state), any other is
+-- added after the others (as a newly created row). Reads see them at once, with the same filter and
+-- sort semantics as the recorded runs. Not a Prefect route: a real server answers it 404.
+
+local function with_created(run, now)
+   if run.created ~= nil then return run end
+   local keys = { "created" }
+   for _, k in ipairs(json.keys(run)) do keys[#keys + 1] = k end
+   run.created = now
+   return json.object(keys, run)
+end
+
+function App:write_task_runs(req)
+   if self.ds.build_task_run then
+      return detail(409, "a generated dataset is read-only; start the server with a recorded one")
+   end
+   local kind, list = self:read_body(req)
+   if kind == "error" then return list[1], list[2], list[3] end
+   if kind ~= "json" or not json.is_array(list) then
+      return detail(422, "expected a JSON list of task runs")
+   end
+   local runs, index = self.ds.task_runs, {}
+   for i, run in ipairs(runs) do index[run.id] = i end
+   local now = iso_now(self.clock(), self.prefect)
+   local added, replaced = 0, 0
+   for k, run in ipairs(list) do
+      local id = json.is_object(run) and type(run.id) == "string" and query.canonical_uuid(run.id)
+      if not id or id ~= run.id then
+         return detail(422, format("task run %d: expected an object with a lowercase hyphenated UUID id", k))
+      end
+      if index[id] then
+         runs[index[id]] = run
+         replaced = replaced + 1
+      else
+         runs[#runs + 1] = with_created(run, now)
+         index[id] = #runs
+         added = added + 1
+      end
+   end
+   -- A recorded dataset is small: build the store and the texts again rather than patch them.
+   self.store = query.new_store(self.ds, self.db)
+   self.encoded, self.encoded_reduced = new_cache(nil), new_cache(nil)
+   query.order(self.store, "ID_DESC")
+   return 200, json_headers(), format('{"added":%d,"replaced":%d}', added, replaced)
+end
+
+---------------------------------------------------------------------------------------------------
 -- Routing, the way Starlette does it: the first route matching path and method wins; a path
 -- match with another method gives 405; no match at all tries the path with the trailing slash
 -- toggled (307) before 404.
@@ -510,6 +561,9 @@ local function build_routes(self)
    route("POST", "/flow_runs/filter", function(_, req) return self:flow_runs_filter(req) end)
    route("DELETE", "/flow_runs/(" .. id_seg .. ")", not_supported)
    route("POST", "/flow_runs/(" .. id_seg .. ")/set_state", not_supported)
+   if self.test_writes then
+      route("POST", "/admin/test/task_runs", function(_, req) return self:write_task_runs(req) end)
+   end
    return r
 end
 
