@@ -427,6 +427,15 @@ function App:flow_runs_filter(req)
    return 200, json_headers(), "[" .. concat(parts, ",") .. "]"
 end
 
+function App:flows_filter(req)
+   local p, failure = self:prepare(req, "flows_filter")
+   if not p then return failure[1], failure[2], failure[3] end
+   local rows = query.flows(self.store, p, self.prefect)
+   local parts = {}
+   for k, r in ipairs(rows) do parts[k] = json.encode(r.obj) end
+   return 200, json_headers(), "[" .. concat(parts, ",") .. "]"
+end
+
 -- GET /{kind}/{id}: Prefect 2 reads any path segment as the id and validates it (422); Prefect 3's
 -- route only matches a hyphenated UUID (checked by the router).
 function App:read_by_id(req, id, kind)
@@ -510,6 +519,9 @@ local function build_routes(self)
    route("POST", "/flow_runs/filter", function(_, req) return self:flow_runs_filter(req) end)
    route("DELETE", "/flow_runs/(" .. id_seg .. ")", not_supported)
    route("POST", "/flow_runs/(" .. id_seg .. ")/set_state", not_supported)
+   -- flows router: only the filter
+   route("POST", "/flows/", not_supported)
+   route("POST", "/flows/filter", function(_, req) return self:flows_filter(req) end)
    return r
 end
 
