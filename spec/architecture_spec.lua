@@ -42,7 +42,7 @@ describe("the rooms of lua/prefect", function()
       end
    end)
 
-   it("lets only prefect.client require the pager and include, and only prefect require the client", function()
+   it("lets only the client require the pager and include, and only prefect require the client", function()
       local wrong = {}
       for name, src in pairs(SRC) do
          local r = requires(src)
