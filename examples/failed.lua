@@ -96,7 +96,7 @@ local flow_runs = #order
 if groups[NO_FLOW_RUN] then
     flow_runs = flow_runs - 1
 end
-local rows = {}
+local rows, last_flow = {}, nil
 for _, key in ipairs(order) do
     table.sort(groups[key], function(a, b)
         if (a.start_time or "") ~= (b.start_time or "") then
@@ -104,9 +104,12 @@ for _, key in ipairs(order) do
         end
         return a.id < b.id
     end)
+    -- a flow's name heads its first flow run only
+    local flow = names[key].flow ~= last_flow and names[key].flow or ""
+    last_flow = names[key].flow
     for i, run in ipairs(groups[key]) do
         rows[#rows + 1] = {
-            i == 1 and names[key].flow or "",
+            i == 1 and flow or "",
             i == 1 and names[key].flow_run or "",
             run.name,
             run.state_name or run.state_type or "?",

@@ -223,11 +223,16 @@ describe("examples", function()
          assert.matches("^FLOW +FLOW RUN +TASK RUN +STATE", header)
          local fr_col, task_col = header:find("FLOW RUN", 1, true), header:find("TASK RUN", 1, true)
          local function cell(line, from, to) return (line:sub(from, to):gsub("%s+$", "")) end
-         -- each flow run heads its group once, named, with its flow's name: by flow, then flow run,
-         -- the runs without one last
-         local heads, want_heads = {}, {}
+         -- each flow run heads its group once, named, under its flow's name: by flow, then flow
+         -- run, the runs without one last
+         local heads, want_heads, flow = {}, {}, nil
          for i = 5, #out do
-            local flow, fr = cell(out[i], 1, fr_col - 1), cell(out[i], fr_col, task_col - 1)
+            local this_flow, fr = cell(out[i], 1, fr_col - 1), cell(out[i], fr_col, task_col - 1)
+            -- a flow's name heads its first flow run only
+            if this_flow ~= "" then
+               assert.are_not.equal(flow, this_flow)
+               flow = this_flow
+            end
             if fr ~= "" then heads[#heads + 1] = flow .. " / " .. fr end
          end
          local flow_name, fr_name = {}, {}
