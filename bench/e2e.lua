@@ -675,7 +675,7 @@ end
 
 local CONFIGS = {
    quick = {
-      reps = 3, include_rounds = 7, cpu_dataset = 10000, cpu_runs = 4000, mem_sizes = { 10000, 100000 },
+      reps = 3, include_rounds = 9, cpu_dataset = 10000, cpu_runs = 4000, mem_sizes = { 10000, 100000 },
       luajit_mem_sizes = { 10000, 100000 }, peer_mem_sizes = { 10000 }, drip = "drip_bytes=4096; drip_ms=10",
       prefetch_pages = 8, prefetch_cases = { { 50, 50 }, { 50, 20 }, { 20, 50 } },
       pipeline_delay = 50, pipeline_pages = 16, pipeline_n = { 1, 2, 4, 8 },

@@ -125,12 +125,10 @@ function Job:_send(ids)
    self.pending[#self.pending + 1] = r
 end
 
--- Requests for the ids in `wanted` (a set) not in `cache`, in chunks of max_ids.
+-- Requests for the ids in `wanted` (a set of ids not in `cache`), in chunks of max_ids.
 function Job:_ask(wanted, cache)
    local ids = {}
-   for id in pairs(wanted) do
-      if cache[id] == nil then ids[#ids + 1] = id end
-   end
+   for id in pairs(wanted) do ids[#ids + 1] = id end
    table.sort(ids)
    self.pending, self.cache = {}, cache
    local max = self.inc.max_ids()
@@ -211,23 +209,24 @@ function Job:_drive(wait_ms)
    return "done"
 end
 
--- The flow-run ids of the runs, as a set.
-local function flow_run_ids(runs)
+-- The ids of the runs' flow runs not in `cache`, as a set. Only a new id is checked to be a UUID
+-- (ids are sent in the body unescaped), so a page of known flow runs costs a lookup a run.
+local function flow_run_ids(runs, cache)
    local set = {}
    for _, run in ipairs(runs) do
       local id = type(run) == "table" and run.flow_run_id
-      if type(id) == "string" and id:match(UUID) then set[id] = true end
+      if type(id) == "string" and cache[id] == nil and not set[id] and id:match(UUID) then set[id] = true end
    end
    return set
 end
 
--- The flow ids of the runs' flow runs, as a set.
-local function flow_ids(runs, flow_runs)
+-- The ids of the flows of the runs' flow runs not in `cache`, as a set.
+local function flow_ids(runs, flow_runs, cache)
    local set = {}
    for _, run in ipairs(runs) do
       local fr = type(run) == "table" and type(run.flow_run_id) == "string" and flow_runs[run.flow_run_id]
       local id = fr and fr.flow_id
-      if type(id) == "string" and id:match(UUID) then set[id] = true end
+      if type(id) == "string" and cache[id] == nil and not set[id] and id:match(UUID) then set[id] = true end
    end
    return set
 end
@@ -253,10 +252,11 @@ function Job:step(wait_ms)
       if self.stage == "done" then return "done" end
       if self.stage == "failed" then return nil, self.err end
       if not self.pending then
+         local inc = self.inc
          if self.stage == "flow_runs" then
-            self:_ask(flow_run_ids(self.runs), self.inc.flow_runs)
+            self:_ask(flow_run_ids(self.runs, inc.flow_runs), inc.flow_runs)
          else
-            self:_ask(flow_ids(self.runs, self.inc.flow_runs), self.inc.flows)
+            self:_ask(flow_ids(self.runs, inc.flow_runs, inc.flows), inc.flows)
          end
       end
       local what, v, ex = self:_drive(wait_ms)
