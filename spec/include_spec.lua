@@ -372,6 +372,27 @@ describe("include, when the server lacks a flow run or answers badly", function(
       assert.equal(srv.url .. "/flow_runs/filter", err.url)
    end)
 
+   it("waits out an include request's retry inside poll, without blocking past its timeout", function()
+      local srv = start{ fail = { path = "/flows/filter", status = 503, times = 1 } }
+      local c = new_client(srv, { page_size = 100 })
+      local h = c:start({ limit = 150 }, { include = INCLUDE_BOTH })
+      local n, waited, done = 0, false, false
+      while not done do
+         local list, d = h:poll(20)
+         assert.is_table(list, tostring(d))
+         if h.state == "retry_wait" then waited = true end
+         for _, run in ipairs(list) do
+            n = n + 1
+            if run.flow_run_id then assert.is_string(run.flow.name) end
+         end
+         done = d
+      end
+      assert.equal(150, n)
+      assert.is_true(waited)
+      -- page 1 asks twice; page 2 brings no flow not already known
+      assert.equal(2, #requests_to(log_of(srv), "/flows/filter"))
+   end)
+
    it("splits the ids over several requests when the server's page maximum is lower", function()
       local srv = start{ flow_runs_limit = 2 }
       local c = new_client(srv)
