@@ -675,14 +675,14 @@ end
 
 local CONFIGS = {
    quick = {
-      reps = 3, include_rounds = 9, cpu_dataset = 10000, cpu_runs = 4000, mem_sizes = { 10000, 100000 },
+      reps = 3, include_rounds = 15, cpu_dataset = 10000, cpu_runs = 4000, mem_sizes = { 10000, 100000 },
       luajit_mem_sizes = { 10000, 100000 }, peer_mem_sizes = { 10000 }, drip = "drip_bytes=4096; drip_ms=10",
       prefetch_pages = 8, prefetch_cases = { { 50, 50 }, { 50, 20 }, { 20, 50 } },
       pipeline_delay = 50, pipeline_pages = 16, pipeline_n = { 1, 2, 4, 8 },
       pipeline_client = { { 1, "limit" }, { 2, "limit" }, { 4, "limit" }, { 4, "count" } },
    },
    full = {
-      reps = 5, include_rounds = 9, cpu_dataset = 20000, cpu_runs = 10000, mem_sizes = { 100000, 1000000 },
+      reps = 5, include_rounds = 21, cpu_dataset = 20000, cpu_runs = 10000, mem_sizes = { 100000, 1000000 },
       luajit_mem_sizes = { 100000 }, peer_mem_sizes = { 100000 }, drip = "drip_bytes=4096; drip_ms=10",
       prefetch_pages = 10, prefetch_cases = { { 50, 50 }, { 50, 20 }, { 20, 50 }, { 100, 100 } },
       pipeline_delay = 50, pipeline_pages = 24, pipeline_n = { 1, 2, 4, 8 },
