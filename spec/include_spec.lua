@@ -332,6 +332,31 @@ describe("include, when the server lacks a flow run or answers badly", function(
       assert.equal(1, asked(requests_to(log_of(srv), "/flow_runs/filter"), "flow_runs")[alpha])
    end)
 
+   it("keeps its cache bounded: a flow run forgotten is asked for again, and still set", function()
+      local srv = start{}
+      local include = require("prefect.include")
+      local limit = include.CACHE_LIMIT
+      finally(function() include.CACHE_LIMIT = limit end)
+      -- two generations of two: the fixture's five flow runs, each on every page under ID_DESC,
+      -- do not all fit
+      include.CACHE_LIMIT = 2
+      local c = new_client(srv, { page_size = 20 })
+      local n = 0
+      for run in c:task_runs({ sort = "ID_DESC" }, { include = INCLUDE_BOTH }) do
+         if run.flow_run_id then
+            n = n + 1
+            assert.equal(flow_runs[run.flow_run_id].name, run.flow_run.name)
+            assert.is_string(run.flow.name)
+         end
+      end
+      assert.equal(290, n)
+      local most = 0
+      for _, times in pairs(asked(requests_to(log_of(srv), "/flow_runs/filter"), "flow_runs")) do
+         if times > most then most = times end
+      end
+      assert.is_true(most > 1, "no flow run was forgotten and asked for again")
+   end)
+
    it("fails the read with the include request's error, naming its URL", function()
       local srv = start{ fail = { path = "/flows/filter", status = 500 } }
       local c = new_client(srv)

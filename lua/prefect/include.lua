@@ -9,7 +9,10 @@
 -- flow runs (`flows.id.any_`), and sets the fields. What came back is kept
 -- for the rest of the read, so a flow run or a flow is asked for once per
 -- read; an id the server did not return (deleted meanwhile) is remembered as
--- missing and its runs get no `flow_run` (nor `flow`).
+-- missing and its runs get no `flow_run` (nor `flow`). So that a read of
+-- millions of runs keeps its memory bounded, each cache holds two
+-- generations of at most CACHE_LIMIT entries: one not met for that long is
+-- forgotten, and asked for again if it comes back.
 --
 -- The job is stepped like an exchange (prefect.exchange), whose requests it
 -- makes through `post` (the client's protocol: auth, CSRF, retries and
@@ -28,6 +31,9 @@ include.FLOWS_PATH = "/flows/filter"
 -- server that names a lower one in a 422 gets fewer, and the rest in
 -- another request).
 include.MAX_IDS = 200
+--- Flow runs (and flows) a read keeps per cache generation; up to twice this
+-- many are held.
+include.CACHE_LIMIT = 10000
 
 local UUID = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$"
 
@@ -70,6 +76,37 @@ local function decoder(base, fields)
    return d
 end
 
+---------------------------------------------------------------------------
+-- A cache of two generations: entries go into `young`; when it holds
+-- `limit`, it becomes `old` and the previous `old` is dropped. A hit in `old`
+-- moves the entry back into `young`, so what keeps coming back stays.
+
+local function new_cache(limit)
+   return { young = {}, old = {}, n = 0, limit = limit }
+end
+
+local function cache_put(c, id, v)
+   if c.young[id] == nil then
+      if c.n >= c.limit then c.old, c.young, c.n = c.young, {}, 0 end
+      c.n = c.n + 1
+   end
+   c.young[id] = v
+end
+
+-- The entry for `id`: an object, false (asked for, not returned) or nil (unknown).
+local function cache_get(c, id)
+   local v = c.young[id]
+   if v ~= nil then return v end
+   v = c.old[id]
+   if v ~= nil then
+      c.old[id] = nil
+      cache_put(c, id, v)
+   end
+   return v
+end
+
+---------------------------------------------------------------------------
+
 local Includer = {}
 Includer.__index = Includer
 
@@ -87,8 +124,8 @@ function include.new(cfg)
       -- id and flow_id are what the joins need, whatever was asked for
       run_decode = decoder(cfg.decode, fields_with(spec.flow_run or {}, { "id", "flow_id" })),
       flow_decode = decoder(cfg.decode, fields_with(spec.flow or {}, { "id" })),
-      flow_runs = {}, -- id -> flow run, or false: asked for and not returned
-      flows = {},     -- id -> flow, or false
+      flow_runs = new_cache(include.CACHE_LIMIT), -- id -> flow run, or false: asked for, not returned
+      flows = new_cache(include.CACHE_LIMIT),     -- id -> flow, or false
    }, Includer)
 end
 
@@ -97,7 +134,8 @@ Job.__index = Job
 
 --- A job that fills in `run.flow_run` / `run.flow` for `runs` (an array).
 function Includer:attach(runs)
-   return setmetatable({ inc = self, runs = runs, stage = "flow_runs" }, Job)
+   -- what this job found or fetched, by id, which no cache eviction takes away before it is used
+   return setmetatable({ inc = self, runs = runs, stage = "flow_runs", got_runs = {}, got_flows = {} }, Job)
 end
 
 -- The JSON body asking for `ids` (UUID strings, which need no escaping).
@@ -125,12 +163,13 @@ function Job:_send(ids)
    self.pending[#self.pending + 1] = r
 end
 
--- Requests for the ids in `wanted` (a set of ids not in `cache`), in chunks of max_ids.
-function Job:_ask(wanted, cache)
+-- Requests for the ids in `wanted` (a set of ids not in `cache`), in chunks of max_ids; what
+-- comes back goes into `cache` and `got`.
+function Job:_ask(wanted, cache, got)
    local ids = {}
    for id in pairs(wanted) do ids[#ids + 1] = id end
    table.sort(ids)
-   self.pending, self.cache = {}, cache
+   self.pending, self.cache, self.got = {}, cache, got
    local max = self.inc.max_ids()
    for first = 1, #ids, max do
       local chunk = {}
@@ -152,7 +191,8 @@ function Job:_store(r, v)
          message = "expected an object with a string \"id\", got " .. type(v), url = r.ex.url,
       })
    end
-   self.cache[v.id] = v
+   cache_put(self.cache, v.id, v)
+   self.got[v.id] = v
    return true
 end
 
@@ -202,31 +242,56 @@ function Job:_drive(wait_ms)
       r.ex:close()
       -- asked for, not returned: deleted since the task run was read
       for _, id in ipairs(r.ids) do
-         if self.cache[id] == nil then self.cache[id] = false end
+         if self.got[id] == nil then
+            self.got[id] = false
+            cache_put(self.cache, id, false)
+         end
       end
       table.remove(pending, 1)
    end
    return "done"
 end
 
--- The ids of the runs' flow runs not in `cache`, as a set. Only a new id is checked to be a UUID
+-- Looks `id` up in what this job has (`got`), then in `cache`; what is found
+-- goes into `got`, so that the job's later stages find it whatever the cache
+-- forgets meanwhile. nil: unknown; false: not returned.
+local function lookup(id, got, cache)
+   local v = got[id]
+   if v == nil then
+      v = cache_get(cache, id)
+      if v ~= nil then got[id] = v end
+   end
+   return v
+end
+
+-- The ids of the runs' flow runs not known yet, as a set. Only a new id is checked to be a UUID
 -- (ids are sent in the body unescaped), so a page of known flow runs costs a lookup a run.
-local function flow_run_ids(runs, cache)
-   local set = {}
-   for _, run in ipairs(runs) do
+function Job:_new_flow_run_ids()
+   local set, got, cache = {}, self.got_runs, self.inc.flow_runs
+   for _, run in ipairs(self.runs) do
       local id = type(run) == "table" and run.flow_run_id
-      if type(id) == "string" and cache[id] == nil and not set[id] and id:match(UUID) then set[id] = true end
+      if type(id) == "string" and not set[id] and lookup(id, got, cache) == nil and id:match(UUID) then
+         set[id] = true
+      end
    end
    return set
 end
 
--- The ids of the flows of the runs' flow runs not in `cache`, as a set.
-local function flow_ids(runs, flow_runs, cache)
-   local set = {}
-   for _, run in ipairs(runs) do
-      local fr = type(run) == "table" and type(run.flow_run_id) == "string" and flow_runs[run.flow_run_id]
+-- The flow run of `run` (nil or false when there is none).
+function Job:_flow_run(run)
+   local id = type(run) == "table" and run.flow_run_id
+   return type(id) == "string" and self.got_runs[id]
+end
+
+-- The ids of the flows of the runs' flow runs not known yet, as a set.
+function Job:_new_flow_ids()
+   local set, got, cache = {}, self.got_flows, self.inc.flows
+   for _, run in ipairs(self.runs) do
+      local fr = self:_flow_run(run)
       local id = fr and fr.flow_id
-      if type(id) == "string" and cache[id] == nil and not set[id] and id:match(UUID) then set[id] = true end
+      if type(id) == "string" and not set[id] and lookup(id, got, cache) == nil and id:match(UUID) then
+         set[id] = true
+      end
    end
    return set
 end
@@ -234,11 +299,11 @@ end
 function Job:_attach()
    local inc = self.inc
    for _, run in ipairs(self.runs) do
-      local fr = type(run) == "table" and type(run.flow_run_id) == "string" and inc.flow_runs[run.flow_run_id]
+      local fr = self:_flow_run(run)
       if fr then
          if inc.want_run then run.flow_run = fr end
          if inc.want_flow then
-            local flow = type(fr.flow_id) == "string" and inc.flows[fr.flow_id]
+            local flow = type(fr.flow_id) == "string" and self.got_flows[fr.flow_id]
             if flow then run.flow = flow end
          end
       end
@@ -252,11 +317,10 @@ function Job:step(wait_ms)
       if self.stage == "done" then return "done" end
       if self.stage == "failed" then return nil, self.err end
       if not self.pending then
-         local inc = self.inc
          if self.stage == "flow_runs" then
-            self:_ask(flow_run_ids(self.runs, inc.flow_runs), inc.flow_runs)
+            self:_ask(self:_new_flow_run_ids(), self.inc.flow_runs, self.got_runs)
          else
-            self:_ask(flow_ids(self.runs, inc.flow_runs, inc.flows), inc.flows)
+            self:_ask(self:_new_flow_ids(), self.inc.flows, self.got_flows)
          end
       end
       local what, v, ex = self:_drive(wait_ms)
