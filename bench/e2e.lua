@@ -8,6 +8,7 @@
 --             the server before the first timed read.
 --   breakdown where a run's CPU goes: lua-cjson and prefect.core's decoder on the same page, the
 --             decoder behind a session, and the client's iterator, in one process.
+--   include   the extra CPU and wall time per 1,000 runs of include = {"flow_run", "flow"}.
 --   memory    peak RSS (VmHWM) of a process that reads N runs, for two sizes.
 --   first     time to the first run of a 200-run page whose body drips slowly, and to its last.
 --   prefetch  a server that waits D ms before each page, a caller that spends C ms per page:
@@ -20,8 +21,8 @@
 -- that read alone; numbers are medians over the repetitions, ratios are of medians from this run.
 -- Not part of the tests; nothing here asserts a time.
 --
---   usage: lua5.4 bench/e2e.lua [--quick | --full] [--only cpu,breakdown,memory,first,prefetch,pipeline]
---                               [--baseline DIR]
+--   usage: lua5.4 bench/e2e.lua [--quick | --full]
+--            [--only cpu,breakdown,include,memory,first,prefetch,pipeline,python] [--baseline DIR]
 --   (after `make build-all`; --quick is the default, --full reads 1,000,000 runs). --baseline adds
 --   the client's rows read by the checkout at DIR (built with `make build-all`), interleaved with
 --   this one's, to show what a change costs.
@@ -71,12 +72,39 @@ local function client_reader(opts)
    end
 end
 
+local function pages_reader(call)
+   local prefect = require("prefect")
+   return function(url, n, on_run)
+      local client = prefect.client{ url = url, retries = 0, accept_encoding = false, api_key = false }
+      local got = 0
+      while got < n do
+         local page = assert(client:page({ sort = "ID_DESC", limit = math.min(PAGE, n - got) }, got, call))
+         for _, run in ipairs(page) do on_run(run) end
+         got = got + #page
+         if #page == 0 then break end
+      end
+      client:close()
+      return got
+   end
+end
+
 local READERS = {
    client = function() return client_reader{ accept_encoding = false } end,
    ["client-gzip"] = function() return client_reader{ accept_encoding = true } end,
    ["client-fields"] = function()
       return client_reader{ accept_encoding = false, call = { fields = { "id", "name", "state.type" } } }
    end,
+   ["client-include"] = function()
+      return client_reader{ accept_encoding = false, call = { include = { "flow_run", "flow" } } }
+   end,
+   ["client-include-names"] = function()
+      return client_reader{ accept_encoding = false,
+         call = { include = { flow_run = { "name" }, flow = { "name" } } } }
+   end,
+   -- client:page page after page: every call is a read of its own, so with include every page
+   -- asks for its flow runs and flows (no cache across pages): the most include can cost
+   pages = function() return pages_reader(nil) end,
+   ["pages-include"] = function() return pages_reader{ include = { "flow_run", "flow" } } end,
    luasocket = function() return require("peers.luasocket_cjson").read end,
    luacurl = function() return require("peers.luacurl_cjson").read end,
 }
@@ -359,6 +387,7 @@ local function machine()
 end
 
 local function fmt_ms(s) return ("%.1f ms"):format(s * 1000) end
+local function fmt_delta(s) return ("%+.1f ms"):format(s * 1000) end
 
 local function section_cpu(cfg, interps, server_lua)
    io.write(("\n== CPU per 1,000 runs read (client process only; %d runs per read, median of %d reads)\n")
@@ -407,6 +436,64 @@ local function section_cpu(cfg, interps, server_lua)
       io.write("    (client: no gzip, the peers' bytes; client-gzip: the default accept_encoding;\n"
          .. "     client-fields: fields = {id, name, state.type}; x: CPU / client's CPU"
          .. (cfg.baseline and (";\n     @base: the same reader from " .. cfg.baseline) or "") .. ")\n")
+   end)
+   srv:stop()
+   if not ok then error(err, 0) end
+end
+
+-- What include = {"flow_run", "flow"} adds to a read: the same read with and without it, in
+-- interleaved rounds (fresh child processes), medians; the difference is the cost of the
+-- /flow_runs/filter and /flows/filter requests of each page and of decoding and joining their
+-- answers. The generated dataset has about one flow run per 60 runs, so a long read meets most of
+-- them in its first pages and the cache answers the rest; reading with client:page page after page
+-- (each call a read of its own, no cache) shows the most include can cost.
+local function section_include(cfg, interps, server_lua)
+   local rounds = cfg.include_rounds
+   io.write(("\n== include = {\"flow_run\", \"flow\"}: extra cost per 1,000 runs (%d runs per read, median"
+      .. " of %d interleaved rounds)\n"):format(cfg.cpu_runs, rounds))
+   local srv = start_server(cfg.cpu_dataset, server_lua)
+   local ok, err = pcall(function()
+      run_child("lua5.4", "memory", "client", srv.url, tostring(cfg.cpu_dataset))
+      -- requests of one read each way (the server counts them)
+      local requests = {}
+      for _, name in ipairs{ "client", "client-include", "pages", "pages-include" } do
+         local before = srv:stats().requests
+         run_child("lua5.4", "cpu", name, srv.url, tostring(cfg.cpu_runs))
+         requests[name] = srv:stats().requests - before
+      end
+      io.write(("  requests per read: task_runs %d, with include %d (flow runs and flows cached across"
+         .. " pages); client:page %d, with include %d (every page asks)\n"):format(requests.client,
+         requests["client-include"], requests.pages, requests["pages-include"]))
+      local names = { "client", "client-include", "client-include-names", "pages", "pages-include" }
+      for _, lua in ipairs(interps) do
+         local rows = {}
+         for _, name in ipairs(names) do rows[#rows + 1] = { name = name, cpu = {}, wall = {} } end
+         for _ = 1, rounds do
+            for _, row in ipairs(rows) do
+               local r = run_child(lua, "cpu", row.name, srv.url, tostring(cfg.cpu_runs))
+               row.cpu[#row.cpu + 1] = r.cpu / r.runs * 1000
+               row.wall[#row.wall + 1] = r.wall / r.runs * 1000
+            end
+         end
+         io.write(("  %s:\n"):format(lua))
+         local client_base, pages_base
+         for _, row in ipairs(rows) do
+            row.cpu_med, row.wall_med = proc.median(row.cpu), proc.median(row.wall)
+            if row.name == "client" then client_base = row end
+            if row.name == "pages" then pages_base = row end
+         end
+         for _, row in ipairs(rows) do
+            local base = row.name:find("^pages") and pages_base or client_base
+            io.write(("    %-21s cpu %8s  wall %8s /1000 runs   extra: cpu %8s (x%.2f)  wall %8s (x%.2f)\n")
+               :format(row.name, fmt_ms(row.cpu_med), fmt_ms(row.wall_med),
+                  fmt_delta(row.cpu_med - base.cpu_med), row.cpu_med / base.cpu_med,
+                  fmt_delta(row.wall_med - base.wall_med), row.wall_med / base.wall_med))
+         end
+      end
+      io.write("    (client: task_runs, no include, no gzip; client-include-names: include = {flow_run ="
+         .. " {\"name\"}, flow = {\"name\"}}; pages: client:page page after page, each a read of its own,\n"
+         .. "     so with include every page fetches its flow runs and flows: the upper bound;"
+         .. " extra is against client or pages)\n")
    end)
    srv:stop()
    if not ok then error(err, 0) end
@@ -602,14 +689,14 @@ end
 
 local CONFIGS = {
    quick = {
-      reps = 3, cpu_dataset = 10000, cpu_runs = 4000, mem_sizes = { 10000, 100000 },
+      reps = 3, include_rounds = 15, cpu_dataset = 10000, cpu_runs = 4000, mem_sizes = { 10000, 100000 },
       luajit_mem_sizes = { 10000, 100000 }, peer_mem_sizes = { 10000 }, drip = "drip_bytes=4096; drip_ms=10",
       prefetch_pages = 8, prefetch_cases = { { 50, 50 }, { 50, 20 }, { 20, 50 } },
       pipeline_delay = 50, pipeline_pages = 16, pipeline_n = { 1, 2, 4, 8 },
       pipeline_client = { { 1, "limit" }, { 2, "limit" }, { 4, "limit" }, { 4, "count" } },
    },
    full = {
-      reps = 5, cpu_dataset = 20000, cpu_runs = 10000, mem_sizes = { 100000, 1000000 },
+      reps = 5, include_rounds = 21, cpu_dataset = 20000, cpu_runs = 10000, mem_sizes = { 100000, 1000000 },
       luajit_mem_sizes = { 100000 }, peer_mem_sizes = { 100000 }, drip = "drip_bytes=4096; drip_ms=10",
       prefetch_pages = 10, prefetch_cases = { { 50, 50 }, { 50, 20 }, { 20, 50 }, { 100, 100 } },
       pipeline_delay = 50, pipeline_pages = 24, pipeline_n = { 1, 2, 4, 8 },
@@ -637,8 +724,8 @@ local function main(argv)
          only = {}
          for w in (argv[i] or ""):gmatch("[^,]+") do only[w] = true end
       else
-         io.stderr:write("usage: lua5.4 bench/e2e.lua [--quick | --full] [--only cpu,breakdown,memory,first,"
-            .. "prefetch,pipeline,python] [--baseline DIR]\n")
+         io.stderr:write("usage: lua5.4 bench/e2e.lua [--quick | --full] [--only cpu,breakdown,include,"
+            .. "memory,first,prefetch,pipeline,python] [--baseline DIR]\n")
          os.exit(2)
       end
       i = i + 1
@@ -656,6 +743,7 @@ local function main(argv)
    local sections = {
       { "cpu", function() section_cpu(cfg, interps, server_lua) end },
       { "breakdown", function() section_breakdown(cfg, interps, server_lua) end },
+      { "include", function() section_include(cfg, interps, server_lua) end },
       { "memory", function() section_memory(cfg, server_lua) end },
       { "first", function() section_first(cfg, server_lua) end },
       { "prefetch", function() section_prefetch(cfg, server_lua) end },

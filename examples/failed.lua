@@ -1,6 +1,7 @@
 #!/usr/bin/env lua5.4
--- The failed and crashed task runs of the last N hours, grouped by flow run,
--- printed as an aligned table. Reads PREFECT_API_URL / PREFECT_API_KEY /
+-- The failed and crashed task runs of the last N hours, grouped by flow run
+-- (named, with its flow's name: the read's include option fetches them, one
+-- request of each per page), printed as an aligned table. Reads PREFECT_API_URL / PREFECT_API_KEY /
 -- PREFECT_API_AUTH_STRING like Prefect's own tools.
 
 local here = debug.getinfo(1, "S").source:match("^@(.*)[/\\]") or "."
@@ -13,7 +14,7 @@ local USAGE = [[
 usage: failed.lua [--hours N] [--limit N] [--retries N] [--help]
 
 Lists the FAILED and CRASHED task runs that started in the last N hours
-(default 24), grouped by flow run.
+(default 24), grouped by flow run, with the names of the flow runs and flows.
 
   --hours N     how far back to look (default 24)
   --limit N     at most N runs (default 1000); says so when more match
@@ -48,14 +49,22 @@ local query = {
     limit = opts.limit,
 }
 
+-- Each run comes with run.flow_run and run.flow, decoded with only their names.
+local INCLUDE = { flow_run = { "name" }, flow = { "name" } }
 local NO_FLOW_RUN = "(no flow run)"
 local groups, order, total, matching = {}, {}, 0, nil
+-- flow-run id -> { flow = name, flow_run = name } (the id when the server no longer has the flow run)
+local names = {}
 local ok, err = pcall(function()
-    for run in client:task_runs(query) do
+    for run in client:task_runs(query, { include = INCLUDE }) do
         local key = run.flow_run_id or NO_FLOW_RUN
         if not groups[key] then
             groups[key] = {}
             order[#order + 1] = key
+            names[key] = {
+                flow_run = run.flow_run and run.flow_run.name or key,
+                flow = run.flow and run.flow.name or "-",
+            }
         end
         table.insert(groups[key], run)
         total = total + 1
@@ -68,10 +77,18 @@ if not ok then
     cli.fail(NAME, err)
 end
 
--- Flow runs in id order, the runs without one last; in a group, by start time.
+-- Flow runs by flow name, then flow-run name (then id: names can repeat), the
+-- runs without one last; in a group, by start time.
 table.sort(order, function(a, b)
     if (a == NO_FLOW_RUN) ~= (b == NO_FLOW_RUN) then
         return b == NO_FLOW_RUN
+    end
+    local na, nb = names[a], names[b]
+    if na.flow ~= nb.flow then
+        return na.flow < nb.flow
+    end
+    if na.flow_run ~= nb.flow_run then
+        return na.flow_run < nb.flow_run
     end
     return a < b
 end)
@@ -79,7 +96,7 @@ local flow_runs = #order
 if groups[NO_FLOW_RUN] then
     flow_runs = flow_runs - 1
 end
-local rows = {}
+local rows, last_flow = {}, nil
 for _, key in ipairs(order) do
     table.sort(groups[key], function(a, b)
         if (a.start_time or "") ~= (b.start_time or "") then
@@ -87,9 +104,13 @@ for _, key in ipairs(order) do
         end
         return a.id < b.id
     end)
+    -- a flow's name heads its first flow run only
+    local flow = names[key].flow ~= last_flow and names[key].flow or ""
+    last_flow = names[key].flow
     for i, run in ipairs(groups[key]) do
         rows[#rows + 1] = {
-            i == 1 and key or "",
+            i == 1 and flow or "",
+            i == 1 and names[key].flow_run or "",
             run.name,
             run.state_name or run.state_type or "?",
             run.start_time and run.start_time:sub(1, 19) or "-",
@@ -107,5 +128,5 @@ if matching and matching > total then
 end
 if total > 0 then
     print()
-    cli.print_table({ "FLOW RUN", "TASK RUN", "STATE", "STARTED (UTC)", "RUN TIME" }, rows)
+    cli.print_table({ "FLOW", "FLOW RUN", "TASK RUN", "STATE", "STARTED (UTC)", "RUN TIME" }, rows)
 end

@@ -1,7 +1,8 @@
 #!/usr/bin/env lua5.4
 -- An SVG timeline (Gantt chart) of one flow run's task runs: one bar per
 -- task run from its start to its end, coloured by state, with a legend and a
--- time axis. Times are decoded straight to epoch seconds (timestamps = "epoch").
+-- time axis, titled with the flow run's and its flow's names (include). Times
+-- are decoded straight to epoch seconds (timestamps = "epoch").
 
 local here = debug.getinfo(1, "S").source:match("^@(.*)[/\\]") or "."
 package.path = here .. "/lib/?.lua;" .. package.path
@@ -81,11 +82,17 @@ local function read_runs(client)
    local fields = { "name", "flow_run_id", "state_type", "state_name", "start_time", "end_time",
       "expected_start_time" }
    local flow_runs, ids = {}, {}
-   for run in client:task_runs(cli.flow_run({}, opts.flow_run), { fields = fields, timestamps = "epoch" }) do
+   -- the names for the title, fetched once for the read (one /flow_runs/filter, one /flows/filter)
+   local include = { flow_run = { "name" }, flow = { "name" } }
+   local title = { flow_run = opts.flow_run }
+   for run in client:task_runs(cli.flow_run({}, opts.flow_run),
+      { fields = fields, timestamps = "epoch", include = include }) do
       runs[#runs + 1] = run
       if not flow_runs[run.flow_run_id] then
          flow_runs[run.flow_run_id] = true
          ids[#ids + 1] = run.flow_run_id
+         if run.flow_run then title.flow_run = run.flow_run.name end
+         if run.flow then title.flow = run.flow.name end
       end
    end
    -- Prefect does not keep flow-run names unique: one chart is one flow run.
@@ -94,10 +101,10 @@ local function read_runs(client)
       error(("%d flow runs are named %s (%s): give one of their ids"):format(#ids, opts.flow_run,
          table.concat(ids, ", ")), 0)
    end
-   return runs
+   return runs, title
 end
 
-local function draw(runs, width)
+local function draw(runs, title, width)
    local label_w, row_h, bar_h, top = 220, 20, 14, 70
    local chart_w = width - label_w - 20
    -- The span: the earliest start to the latest end of the runs that started. Runs not
@@ -135,8 +142,8 @@ local function draw(runs, width)
    add(string.format('<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" '
       .. 'viewBox="0 0 %d %d" font-family="sans-serif" font-size="11">', width, height, width, height))
    add('<rect width="100%" height="100%" fill="#ffffff"/>')
-   add(string.format('<text x="10" y="18" font-size="14" font-weight="bold">Task runs of flow run %s</text>',
-      xml(opts.flow_run)))
+   add(string.format('<text x="10" y="18" font-size="14" font-weight="bold">Task runs of flow run %s%s'
+      .. "</text>", xml(title.flow_run), title.flow and (" (flow " .. xml(title.flow) .. ")") or ""))
    add(string.format('<text x="10" y="34" fill="#555555">%d task runs from %s UTC, over %s</text>',
       #runs, os.date("!%Y-%m-%d %H:%M:%S", math.floor(t0)), xml(cli.duration(t1 - t0))))
 
@@ -203,9 +210,9 @@ end
 
 cli.run(NAME, function()
    local client = cli.client(NAME, { retries = opts.retries })
-   local runs = read_runs(client)
+   local runs, title = read_runs(client)
    if #runs == 0 then error("no task runs in flow run " .. opts.flow_run, 0) end
-   local svg = draw(runs, opts.width)
+   local svg = draw(runs, title, opts.width)
    if opts.output then
       local f, err = io.open(opts.output, "w")
       if not f then error("cannot write " .. tostring(err), 0) end

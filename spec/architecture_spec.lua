@@ -37,16 +37,19 @@ local SRC = modules()
 describe("the rooms of lua/prefect", function()
    it("finds the modules it checks", function()
       for _, name in ipairs{ "prefect.client", "prefect.pager", "prefect.exchange", "prefect.transport",
-         "prefect.transport.curl", "prefect.transport.ngx", "prefect.options" } do
+         "prefect.transport.curl", "prefect.transport.ngx", "prefect.options", "prefect.include" } do
          assert.is_string(SRC[name], name)
       end
    end)
 
-   it("lets only prefect.client require the pager, and only prefect (init) require the client", function()
+   it("lets only the client require the pager and include, and only prefect require the client", function()
       local wrong = {}
       for name, src in pairs(SRC) do
          local r = requires(src)
          if r["prefect.pager"] and name ~= "prefect.client" then wrong[#wrong + 1] = name .. " -> pager" end
+         if r["prefect.include"] and name ~= "prefect.client" then
+            wrong[#wrong + 1] = name .. " -> include"
+         end
          if r["prefect.client"] and name ~= "prefect" then wrong[#wrong + 1] = name .. " -> client" end
       end
       table.sort(wrong)
@@ -56,7 +59,11 @@ describe("the rooms of lua/prefect", function()
    it("keeps data flowing one way: no room requires one above it", function()
       -- what each room must never require
       local above = {
-         ["prefect.pager"] = { "prefect.client", "prefect.exchange", "prefect.transport", "prefect.filter" },
+         ["prefect.pager"] = { "prefect.client", "prefect.exchange", "prefect.transport", "prefect.filter",
+            "prefect.include" },
+         -- it is handed the way to make exchanges, as the pager is
+         ["prefect.include"] = { "prefect.client", "prefect.pager", "prefect.exchange", "prefect.transport",
+            "prefect.filter", "prefect.options" },
          ["prefect.exchange"] = { "prefect.client", "prefect.pager", "prefect.filter" },
          transport = { "prefect.client", "prefect.pager", "prefect.exchange", "prefect.filter" },
          ["prefect.options"] = { "prefect.client", "prefect.pager", "prefect.exchange", "prefect.transport" },

@@ -211,7 +211,7 @@ describe("examples", function()
       end)
       lazy_teardown(function() if recent then recent:stop() end end)
 
-      it("lists the last day's failed and crashed runs grouped by flow run", function()
+      it("lists the last day's failed and crashed runs grouped by flow run, by name", function()
          assert.is_true(without > 0 and n_flow_runs > 1) -- the fixture has both kinds
          local r = example("failed.lua", {}, recent_env)
          assert.equal(0, r.status, r.err)
@@ -219,15 +219,31 @@ describe("examples", function()
          assert.equal(("%d failed or crashed task runs in %d flow runs, %d without one (last 24 hours)")
             :format(want, n_flow_runs, without), out[1])
          assert.equal(want + 4, #out) -- summary, blank, header, rule, one row a run
-         -- each flow run heads its group once, the runs without one last
-         local heads = {}
+         local header = out[3]
+         assert.matches("^FLOW +FLOW RUN +TASK RUN +STATE", header)
+         local fr_col, task_col = header:find("FLOW RUN", 1, true), header:find("TASK RUN", 1, true)
+         local function cell(line, from, to) return (line:sub(from, to):gsub("%s+$", "")) end
+         -- each flow run heads its group once, named, under its flow's name: by flow, then flow
+         -- run, the runs without one last
+         local heads, want_heads, flow = {}, {}, nil
          for i = 5, #out do
-            local head = out[i]:match("^(%S.-)  ")
-            if head then heads[#heads + 1] = head end
+            local this_flow, fr = cell(out[i], 1, fr_col - 1), cell(out[i], fr_col, task_col - 1)
+            -- a flow's name heads its first flow run only
+            if this_flow ~= "" then
+               assert.are_not.equal(flow, this_flow)
+               flow = this_flow
+            end
+            if fr ~= "" then heads[#heads + 1] = flow .. " / " .. fr end
          end
-         assert.equal(n_flow_runs + 1, #heads)
-         assert.equal("(no flow run)", heads[#heads])
-         for i = 1, n_flow_runs do assert.is_truthy(flow_runs[heads[i]], heads[i]) end
+         local flow_name, fr_name = {}, {}
+         for _, f in ipairs(dataset.flows) do flow_name[f.id] = f.name end
+         for _, fr in ipairs(dataset.flow_runs) do
+            fr_name[fr.id] = flow_name[fr.flow_id] .. " / " .. fr.name
+         end
+         for id in pairs(flow_runs) do want_heads[#want_heads + 1] = fr_name[id] end
+         table.sort(want_heads)
+         want_heads[#want_heads + 1] = "- / (no flow run)"
+         assert.same(want_heads, heads)
       end)
 
       it("finds nothing in the last day of a server whose runs are older", function()
@@ -419,6 +435,16 @@ describe("examples", function()
          assert.is_true(want > 10)
          local r = example("timeline.lua", { "--flow-run", FLOW_RUN }, env)
          assert.equal(0, r.status, r.err)
+         -- titled by name: the flow run's and its flow's, not the id given
+         local fr_name, flow_name
+         for _, fr in ipairs(dataset.flow_runs) do if fr.id == FLOW_RUN then fr_name = fr.name end end
+         for _, fr in ipairs(dataset.flow_runs) do
+            if fr.id == FLOW_RUN then
+               for _, f in ipairs(dataset.flows) do if f.id == fr.flow_id then flow_name = f.name end end
+            end
+         end
+         local title = ">Task runs of flow run " .. fr_name .. " (flow " .. flow_name .. ")</text>"
+         assert.truthy(r.out:find(title, 1, true), r.out:sub(1, 400))
          local elements = parse_xml(r.out)
          assert.equal("svg", elements[1].name)
          local bars, colour_of, legend_texts, axis_labels = {}, {}, 0, 0
@@ -507,7 +533,7 @@ describe("examples given a flow run's name for --flow-run", function()
          assert.equal(0, by_id.status, by_id.err)
          assert.equal(0, by_name.status, by_name.err)
          assert.equal("", by_name.err)
-         -- only the timeline's title says which was given
+         -- only the timeline's title could say which was given; it names the flow run it read
          local title = "Task runs of flow run "
          local at = by_id.out:find(title .. FLOW_RUN, 1, true)
          local want = by_id.out

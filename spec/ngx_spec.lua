@@ -470,10 +470,18 @@ describe("prefect.transport.ngx in nginx", function()
             local recent = get_json(ex, "/failed.json")
             assert.is_number(recent.count)
             assert.is_true(t.count >= recent.count)
+            local named = 0
             for _, run in ipairs(t.task_runs or {}) do
                 assert.truthy(run.state_type == "FAILED" or run.state_type == "CRASHED", run.state_type)
                 assert.is_string(run.id)
+                -- include over cosockets: each run with a flow run has its name and its flow's
+                if type(run.flow_run_id) == "string" then
+                    named = named + 1
+                    assert.matches("^fr%-", run.flow_run_name)
+                    assert.is_string(run.flow_name)
+                end
             end
+            assert.is_true(named > 0)
         end)
 
         it("serves an HTML table, escaped", function()

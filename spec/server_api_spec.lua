@@ -188,6 +188,61 @@ describe("test server routes", function()
       assert.truthy(err.exception_detail[1].msg:find("'START_TIME_ASC'", 1, true))
    end)
 
+   it("serves /flow_runs/filter by id.any_, with limit and offset, as include asks it", function()
+      local ids = { fixture.flow_runs[1].id, fixture.flow_runs[3].id, fixture.flow_runs[4].id }
+      local body = '{"flow_runs":{"id":{"any_":["' .. table.concat(ids, '","') .. '"]}},"limit":3}'
+      local s, _, runs = post(app3, "/flow_runs/filter", body)
+      assert.are.equal(200, s)
+      local got = {}
+      for i, r in ipairs(runs) do got[i] = r.id end
+      assert.are.same(sorted(ids), sorted(got))
+      -- ID_DESC by default: the greatest id first
+      assert.are.equal(sorted(ids)[3], got[1])
+      local _, _, two = post(app3, "/flow_runs/filter", (body:gsub('"limit":3', '"limit":2,"offset":1')))
+      assert.are.same({ got[2], got[3] }, { two[1].id, two[2].id })
+      local _, _, none = post(app2, "/flow_runs/filter", '{"flow_runs":{"id":{"any_":[]}}}')
+      assert.are.same({}, none)
+   end)
+
+   it("serves /flows/filter with Prefect's semantics", function()
+      local function flow_names(app, body)
+         local s, _, flows, text = post(app, "/flows/filter", body)
+         assert.are.equal(200, s, text)
+         local out = {}
+         for i, f in ipairs(flows) do out[i] = f.name end
+         return out
+      end
+      for _, app in ipairs{ app2, app3 } do
+         -- NAME_ASC by default
+         assert.are.same({ "etl-pipeline", "reporting" }, flow_names(app, "{}"))
+         assert.are.same({ "reporting", "etl-pipeline" }, flow_names(app, '{"sort":"NAME_DESC"}'))
+         assert.are.same({ "reporting", "etl-pipeline" }, flow_names(app, '{"sort":"CREATED_DESC"}'))
+         assert.are.same({ "reporting" }, flow_names(app, '{"limit":1,"offset":1}'))
+         local reporting = fixture.flows[2].id
+         assert.are.same({ "reporting" },
+            flow_names(app, '{"flows":{"id":{"any_":["' .. reporting .. '"]}}}'))
+         assert.are.same({}, flow_names(app, '{"flows":{"id":{"any_":[]}}}'))
+         assert.are.same({ "etl-pipeline" }, flow_names(app, '{"flows":{"name":{"like_":"PIPE"}}}'))
+         -- the flows that have a flow run (with a task run) matching
+         assert.are.same({ "reporting" }, flow_names(app, '{"flow_runs":{"name":{"any_":["fr-delta"]}}}'))
+         assert.are.same({ "etl-pipeline" }, flow_names(app, '{"task_runs":{"name":{"any_":["extract-0"]}},'
+            .. '"flow_runs":{"name":{"any_":["fr-alpha","fr-delta"]}}}'))
+         -- the recorded data has no deployments: a deployments filter keeps no flow
+         assert.are.same({}, flow_names(app, '{"deployments":{}}'))
+      end
+      local s, _, err = post(app3, "/flows/filter", '{"sort":"ID_DESC"}')
+      assert.are.equal(422, s)
+      assert.are.equal("Input should be 'CREATED_DESC', 'UPDATED_DESC', 'NAME_ASC' or 'NAME_DESC'",
+         err.exception_detail[1].msg)
+      local s2, _, err2 = post(app2, "/flows/filter", '{"flows":{"nme":{}}}')
+      assert.are.equal(422, s2)
+      assert.are.same({ "body", "flows", "nme" }, err2.exception_detail[1].loc)
+      local s3, _, err3 = post(app2, "/flows/filter", '{"limit":201}')
+      assert.are.equal(422, s3)
+      assert.are.equal("Invalid limit: must be less than or equal to 200.", err3.detail)
+      assert.are.equal(405, (call(app2, "GET", "/flows/filter")))
+   end)
+
    it("pages with /task_runs/paginate on Prefect 3 only", function()
       assert.are.equal(405, (post(app2, "/task_runs/paginate", "{}")))
       local s, _, page = post(app3, "/task_runs/paginate", '{"limit": 7, "page": 2}')

@@ -9,7 +9,9 @@
 -- config declares them with `env NAME;` (see nginx.conf next to this file).
 --
 -- Inside a content handler lua-prefect talks to Prefect over cosockets, so
--- a slow Prefect never stalls the other requests of this worker.
+-- a slow Prefect never stalls the other requests of this worker. Each run
+-- comes with its flow run's and flow's names (the read's `include` option:
+-- one /flow_runs/filter and one /flows/filter request per page).
 
 -- luacheck: globals ngx
 
@@ -25,6 +27,7 @@ if not client then
 end
 
 local FIELDS = { "id", "name", "flow_run_id", "state", "start_time", "end_time", "total_run_time", "tags" }
+local INCLUDE = { flow_run = { "name" }, flow = { "name" } }
 
 -- The query argument `name` as a number in (0, max], whole if `whole`; the
 -- default when it is absent; nil and the reason when it is anything else.
@@ -82,12 +85,14 @@ local query = {
 
 local rows = {}
 local ok, err = pcall(function()
-    for run in client:task_runs(query, { fields = FIELDS }) do
+    for run in client:task_runs(query, { fields = FIELDS, include = INCLUDE }) do
         local state = type(run.state) == "table" and run.state or {}
         rows[#rows + 1] = {
             id = run.id,
             name = run.name,
             flow_run_id = run.flow_run_id,
+            flow_run_name = run.flow_run and run.flow_run.name,
+            flow_name = run.flow and run.flow.name,
             state = state.name or state.type,
             state_type = state.type,
             message = state.message,
@@ -137,14 +142,17 @@ local out = {
 }
 if #rows > 0 then
     out[#out + 1] = "<table><tr><th>Task run</th><th>State</th><th>Started (UTC)</th>"
-        .. "<th>Run time</th><th>Flow run</th><th>Message</th></tr>"
+        .. "<th>Run time</th><th>Flow</th><th>Flow run</th><th>Message</th></tr>"
     for _, r in ipairs(rows) do
         out[#out + 1] = string.format(
-            "<tr><td title=\"%s\">%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>",
+            "<tr><td title=\"%s\">%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td>"
+                .. "<td title=\"%s\">%s</td><td>%s</td></tr>",
             html_escape(r.id), html_escape(r.name or "?"), html_escape(r.state or "?"),
             html_escape(type(r.start_time) == "string" and r.start_time:sub(1, 19) or "-"),
             type(r.total_run_time) == "number" and string.format("%.1f s", r.total_run_time) or "-",
-            html_escape(r.flow_run_id or "-"), html_escape(r.message or ""))
+            html_escape(r.flow_name or "-"), html_escape(r.flow_run_id or ""),
+            -- the id when the flow run is gone (or there is none)
+            html_escape(r.flow_run_name or r.flow_run_id or "-"), html_escape(r.message or ""))
     end
     out[#out + 1] = "</table>"
 end

@@ -9,6 +9,7 @@
 local errors = require("prefect.errors")
 local exchange = require("prefect.exchange")
 local follow = require("prefect.follow")
+local include = require("prefect.include")
 local options = require("prefect.options")
 local pager = require("prefect.pager")
 local retry = require("prefect.retry")
@@ -247,10 +248,37 @@ local function page_size(protocol, query)
    return n
 end
 
--- What a pager reads a query through: exchanges for its pages and its count.
-function Client:_source(query, decode)
+-- The includer of one read (prefect.include), or nil when it includes nothing.
+function Client:_includer(call_opts, decode)
+   local spec = include.normalize(call_opts and call_opts.include)
+   if not spec then return nil end
+   local p = self.protocol
+   return include.new{
+      spec = spec, decode = decode,
+      post = function(path, body, d, limit, body_for)
+         return p:exchange("POST", path, { body = body, decode = d, limit = limit, body_for = body_for })
+      end,
+      max_ids = function() return math.min(include.MAX_IDS, p.server_max or include.MAX_IDS) end,
+   }
+end
+
+-- The decoder options of a read's task runs: with include, `fields` keeps flow_run_id.
+local function run_decoder(defaults, call_opts, need_id)
+   local d = options.decoder(defaults, call_opts, need_id)
+   if d.fields and include.normalize(call_opts and call_opts.include) then
+      local f = { "flow_run_id" }
+      for _, x in ipairs(d.fields) do if x ~= "flow_run_id" then f[#f + 1] = x end end
+      d.fields = f
+   end
+   return d
+end
+
+-- What a pager reads a query through: exchanges for its pages and its count,
+-- and with include the job that fills in each page's flow runs and flows.
+function Client:_source(query, decode, includer)
    local p = self.protocol
    return {
+      include = includer and function(runs) return includer:attach(runs) end,
       page = function(offset, limit)
          return p:exchange("POST", FILTER_PATH, {
             body = client.page_body(query.json, limit, offset), decode = decode, limit = limit,
@@ -289,8 +317,9 @@ function Client:_reader(q, opts, what)
    local query, err = self:_query(q, opts, what, 3)
    if not query then error(err, 0) end
    local paging = self:_paging(opts, what, 3)
+   local decode = run_decoder(self.decode_defaults, opts, true)
    return query, {
-      source = self:_source(query, options.decoder(self.decode_defaults, opts, true)),
+      source = self:_source(query, decode, self:_includer(opts, decode)),
       prefetch = paging.prefetch, concurrency = paging.concurrency,
    }
 end
@@ -350,7 +379,7 @@ function Client:page(q, offset, opts)
    local query, qerr = self:_query(q, opts, "client:page", 2)
    if not query then return nil, qerr end
    offset = offset or query.offset
-   local decode = options.decoder(self.decode_defaults, opts, false)
+   local decode = run_decoder(self.decode_defaults, opts, false)
    local limit = page_size(self.protocol, query)
    if query.limit and query.limit < limit then limit = query.limit end
    if limit == 0 then
@@ -377,6 +406,11 @@ function Client:page(q, offset, opts)
       end
       if not err then
          ex:close()
+         local includer = self:_includer(opts, decode)
+         if includer then
+            local ok, ierr = include.wait(includer:attach(list), self.protocol.clock, self.protocol.sleep)
+            if not ok then return nil, ierr end
+         end
          if decode.array_mt then setmetatable(list, decode.array_mt) end
          return list
       end

@@ -223,6 +223,42 @@ local function check_on(name, v)
    end
 end
 
+-- include = {"flow_run", "flow"}, or by name with the fields to decode:
+-- {flow_run = {"name", "state_type"}, flow = true}.
+local INCLUDES = { flow_run = true, flow = true }
+local INCLUDE_NAMES = { "flow", "flow_run" }
+
+local function unknown_include(name, what)
+   local near = type(what) == "string" and suggest.nearest(what, INCLUDE_NAMES)
+   return string.format('%s: unknown name %s (it takes "flow_run" and "flow")%s', name,
+      type(what) == "string" and string.format("%q", what) or tostring(what),
+      near and (" (did you mean " .. near .. "?)") or "")
+end
+
+local function check_include(name, v)
+   if type(v) ~= "table" then
+      return name .. ' must be a table such as {"flow_run", "flow"}, got ' .. type(v)
+   end
+   local n = #v
+   for k, x in pairs(v) do
+      if is_integer(k) and k >= 1 and k <= n then
+         if type(x) ~= "string" then
+            return string.format('%s[%d] must be a string ("flow_run" or "flow"), got %s', name, k,
+               type(x))
+         end
+         if not INCLUDES[x] then return unknown_include(name, x) end
+      elseif type(k) ~= "string" or not INCLUDES[k] then
+         return unknown_include(name, k)
+      elseif x ~= true then
+         local problem = type(x) == "table" and check_fields(name .. "." .. k, x)
+         if type(x) ~= "table" then
+            problem = string.format("%s.%s must be true or a list of field names, got %s", name, k, type(x))
+         end
+         if problem then return problem end
+      end
+   end
+end
+
 local MiB = 1024 * 1024
 
 --- Every option: `name`, `layer` (who reads it: client, retry, transport,
@@ -338,6 +374,11 @@ options.LIST = {
       doc = "The source of retry jitter and of the CSRF client id (tests inject it)." },
    { name = "getenv", layer = "client", check = check_function, shown = "`os.getenv`",
       doc = "Where environment variables are read from (tests)." },
+   { name = "include", layer = "call", check = check_include, shown = "none",
+      doc = 'A read\'s option: `{"flow_run", "flow"}` sets `run.flow_run` and `run.flow` on each run, '
+         .. "fetched a page at a time (one `POST /flow_runs/filter` and one `POST /flows/filter` per page, "
+         .. "each flow run and flow once per read); `{flow_run = {\"name\"}, flow = {\"name\"}}` "
+         .. "decodes only those fields of them (see [Flow runs and flows](#flow-runs-and-flows-include))." },
    { name = "prefetch", layer = "call", check = check_boolean, default = true,
       doc = "A read's option: `false` reads one page at a time (no request ahead)." },
    -- client:follow's own options (docs/follow.md); it takes the read options above too.

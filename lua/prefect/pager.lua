@@ -24,6 +24,10 @@
 --   the total, the read goes on page by page (with the prefetch above) until
 --   a short page. When the current page needs a retry or its size changes,
 --   the pages ahead are dropped and asked for again from the current offset.
+-- * With include (the source has `include(runs)`, prefect.include), the runs
+--   of a page are held until the page is complete (or the limit reached);
+--   then the job that fetches their flow runs and flows runs while the next
+--   page's request is already in flight, and the page's runs are handed out.
 --
 -- The pager knows nothing of HTTP: it is handed a source whose `page(offset,
 -- limit)` and `count()` make exchanges (prefect.exchange), whose
@@ -77,6 +81,9 @@ function pager.new(query, opts)
       offset = query.offset or 0,
       seen_prev = {},
       seen_cur = {},
+      -- with include: the runs of the current page not yet released, the job fetching the flow
+      -- runs of the released ones, and then those runs, handed out from ready[ready_i]
+      held = opts.source.include and {} or nil,
       finished = false,
    }, Pager)
 end
@@ -190,9 +197,8 @@ function Pager:_fill_ahead(status_in)
    end
 end
 
---- Stops the read: closes the page in flight and the ones asked for ahead.
-function Pager:close()
-   self.finished = true
+-- Closes the page in flight and the ones asked for ahead.
+function Pager:_stop_paging()
    for _, name in ipairs({ "ex", "count_ex" }) do
       if self[name] then
          self[name]:close()
@@ -202,7 +208,64 @@ function Pager:close()
    self.req = nil
    self:_close_ahead()
 end
+
+--- Stops the read: closes the page in flight, the ones asked for ahead and
+--- the requests for flow runs and flows.
+function Pager:close()
+   self.finished = true
+   self:_stop_paging()
+   if self.job then
+      self.job:close()
+      self.job = nil
+   end
+   self.ready = nil
+end
 Pager.__close = Pager.close
+
+-- With include: a run of the current page, held until the page is released.
+-- Returns true when the read has all it wants (then the held runs are released).
+function Pager:_hold(run)
+   self.held[#self.held + 1] = run
+   if self.remaining > 0 then return false end
+   self:_release(true)
+   return true
+end
+
+-- The held runs go to the include job; `last`: no page comes after them.
+function Pager:_release(last)
+   local runs = self.held
+   self.held = {}
+   self.job, self.job_runs, self.job_last = self.source.include(runs), runs, last
+   if last then self:_stop_paging() end
+end
+
+-- One step of the include job: "done" (its runs are now ready to hand out),
+-- or what the job's step returned.
+function Pager:_step_job(wait_ms)
+   local what, v, ex = self.job:step(wait_ms)
+   if what ~= "done" then return what, v, ex end
+   self.job = nil
+   self.ready, self.ready_i = self.job_runs, 1
+   return "done"
+end
+
+-- The next ready run; nil, true when the ready runs are all handed out and
+-- they were the read's last.
+function Pager:_ready_run()
+   local ready = self.ready
+   local i = self.ready_i
+   local run = ready[i]
+   if run ~= nil then
+      ready[i] = nil
+      self.ready_i = i + 1
+      return run
+   end
+   self.ready = nil
+   if self.job_last then
+      self:close()
+      return nil, true
+   end
+end
 
 -- The known total, from POST /task_runs/count; the first page is wanted
 -- whatever the count says, so it is sent at the same time.
@@ -277,7 +340,21 @@ function Pager:next_run()
    if self.finished then return nil end
    local src = self.source
    while true do
-      if not self.req then
+      if self.ready then
+         local run, over = self:_ready_run()
+         if run ~= nil then return run end
+         if over then return nil end
+      elseif self.job then
+         local what, v, ex = self:_step_job(nil)
+         if what == "wait" then
+            local left = v - src.clock()
+            if left > 0 then src.sleep(left) end
+            ex:waited()
+         elseif what == nil then
+            self:_fail(v)
+            error(v, 0)
+         end
+      elseif not self.req then
          if self:_satisfied() then return nil end
          local what, v, ex = self:_open(nil)
          if what == "wait" then
@@ -297,8 +374,12 @@ function Pager:next_run()
                error(terr, 0)
             end
             if give then
-               self:_satisfied()
-               return run
+               if self.held then
+                  self:_hold(run)
+               else
+                  self:_satisfied()
+                  return run
+               end
             end
          else
             local ok, ferr
@@ -306,7 +387,9 @@ function Pager:next_run()
                ok, ferr = self:_body_failed(err)
             else
                ok, ferr = self:_page_done()
-               if ok then
+               if ok ~= nil and self.held then
+                  self:_release(ok)
+               elseif ok then
                   self:close()
                   return nil
                end
@@ -348,32 +431,62 @@ function Poller:_take_list(list, out)
       local give, err = self:_take(run)
       if err then return nil, err end
       if give then
-         out[#out + 1] = run
-         if self:_satisfied() then return true end
+         if self.held then
+            if self:_hold(run) then return true end
+         else
+            out[#out + 1] = run
+            if self:_satisfied() then return true end
+         end
       end
    end
    return false
 end
 
+-- A step that met a retry's due time `due`: true when poll should return now.
+function Poller:_retry_wait(due, wait_ms)
+   local src = self.source
+   -- the next attempt's time on the client's clock, for callers who plan their own waits
+   self.state, self.retry_at = "retry_wait", due
+   -- Waiting is what the caller asked for, up to its timeout; returning at
+   -- once would make a poll(timeout) loop spin until the retry is due.
+   if wait_ms <= 0 then return true end
+   src.sleep(math.min(due - src.clock(), wait_ms / 1000))
+   return src.clock() < due
+end
+
+-- With include: hands out ready runs, or steps the job; as _step.
+function Poller:_step_include(out, wait_ms, budget)
+   if self.ready then
+      while not budget or budget > 0 do
+         local run, over = self:_ready_run()
+         if run == nil then return over == true end
+         out[#out + 1] = run
+         if budget then budget = budget - 1 end
+      end
+      return true
+   end
+   local what, v = self:_step_job(wait_ms)
+   self.state, self.retry_at = "reading", nil
+   if what == nil then return nil, v end
+   if what == "busy" then return true end
+   if what == "wait" then return self:_retry_wait(v, wait_ms) end
+   return false
+end
+
 -- One step of the read; returns true when poll should return now, or nil, err.
 function Poller:_step(out, wait_ms)
-   local src = self.source
+   if self.ready or self.job then
+      local budget = self.max_runs and self.max_runs - #out
+      if budget and budget <= 0 then return true end
+      return self:_step_include(out, wait_ms, budget)
+   end
    if not self.req then
       if self:_satisfied() then return true end
       local what, v = self:_open(wait_ms)
       self.state, self.retry_at = "reading", nil
       if what == nil then return nil, v end
       if what == "busy" then return true end
-      if what == "wait" then
-         -- the next attempt's time on the client's clock, for callers who plan their own waits
-         self.state, self.retry_at = "retry_wait", v
-         local due = v - src.clock()
-         -- Waiting is what the caller asked for, up to its timeout; returning at
-         -- once would make a poll(timeout) loop spin until the retry is due.
-         if wait_ms <= 0 then return true end
-         src.sleep(math.min(due, wait_ms / 1000))
-         return src.clock() < v
-      end
+      if what == "wait" then return self:_retry_wait(v, wait_ms) end
       return false
    end
    local budget = self.max_runs and self.max_runs - #out
@@ -389,6 +502,10 @@ function Poller:_step(out, wait_ms)
    if over or not done then return true end
    local last, perr = self:_page_done()
    if last == nil then return nil, perr end
+   if self.held then
+      self:_release(last)
+      return false
+   end
    if last then
       self:close()
       return true

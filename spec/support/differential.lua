@@ -132,7 +132,10 @@ end
 
 --- The cases: a list of { name, kind, query | request }.
 -- kind "filter": `query` is a DSL query (Prefect's own body shape), read with client:page from
--- `offset`; "count": client:count(query); "get": client:task_run(id ref); "raw": `request` =
+-- `offset`; "count": client:count(query); "get": client:task_run(id ref); "include": a page of
+-- `query` read with the `include` option (`include`, and `fields` for the flow runs' and flows'
+-- fields asked for, nil for all), whose flow runs and flows are held against the real server's
+-- own /flow_runs/filter and /flows/filter answers; "raw": `request` =
 -- { method, path, body (string) | nil, headers } sent as it is to both servers (for what the DSL
 -- refuses before sending, and endpoints the client does not read).
 function M.cases()
@@ -284,6 +287,37 @@ function M.cases()
    raw("flow runs of failed task runs", "POST", "/flow_runs/filter",
       '{"task_runs":{"state":{"type":{"any_":["FAILED"]}}},"sort":"NAME_DESC"}')
    raw("flow runs, bad sort", "POST", "/flow_runs/filter", '{"sort":"DURATION_DESC"}')
+   -- /flows/filter, which include asks, on its own
+   raw("flows, default sort", "POST", "/flows/filter", "{}")
+   raw("flows, NAME_DESC", "POST", "/flows/filter", '{"sort":"NAME_DESC"}')
+   raw("flows, CREATED_DESC, limit 1", "POST", "/flows/filter", '{"sort":"CREATED_DESC","limit":1}')
+   raw("flows, offset 1", "POST", "/flows/filter", '{"limit":1,"offset":1}')
+   raw("flows of a flow run", "POST", "/flows/filter", '{"flow_runs":{"name":{"any_":["fr-delta"]}}}')
+   raw("flows of failed task runs", "POST", "/flows/filter",
+      '{"task_runs":{"state":{"type":{"any_":["FAILED"]}}}}')
+   raw("flows with a deployment", "POST", "/flows/filter",
+      '{"deployments":{"name":{"any_":["nightly-etl"]}}}')
+   raw("flows by name like_", "POST", "/flows/filter", '{"flows":{"name":{"like_":"PIPE"}}}')
+   raw("flows, no id", "POST", "/flows/filter", '{"flows":{"id":{"any_":[]}}}')
+   raw("flows, bad sort", "POST", "/flows/filter", '{"sort":"ID_DESC"}')
+   raw("flows, limit 201", "POST", "/flows/filter", '{"limit":201}')
+   raw("flows, unknown filter key", "POST", "/flows/filter", '{"flows":{"nme":{}}}')
+   raw("flow runs, no id", "POST", "/flow_runs/filter", '{"flow_runs":{"id":{"any_":[]}},"limit":0}')
+   raw("flow runs, offset 2 limit 3", "POST", "/flow_runs/filter", '{"limit":3,"offset":2}')
+
+   -- 9. include: the flow runs and flows of a page, both servers against the real one's answers.
+   local function include(name, query, inc, fields)
+      add({ kind = "include", name = "include " .. name, query = query, include = inc, fields = fields })
+   end
+   include("flow_run and flow", {}, { "flow_run", "flow" })
+   include("flow_run and flow of failed runs, NAME_ASC", { sort = "NAME_ASC",
+      task_runs = { state = { type = { any_ = { "FAILED", "CRASHED" } } } } }, { "flow_run", "flow" })
+   include("names only", { limit = 120 }, { flow_run = { "name", "state_type" }, flow = { "name" } },
+      { flow_run = { "id", "flow_id", "name", "state_type" }, flow = { "id", "name" } })
+   include("flow only", { offset = 100 }, { "flow" }, { flow = true })
+   include("runs without a flow run", { task_runs = { flow_run_id = { is_null_ = true } } },
+      { "flow_run", "flow" })
+
    raw("health", "GET", "/health", nil)
    raw("version", "GET", "/version", nil)
    raw("admin version", "GET", "/admin/version", nil)

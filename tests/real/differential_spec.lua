@@ -188,6 +188,104 @@ describe("Prefect " .. real.PIN .. " on " .. DB .. " against our client and the 
       end
    end
 
+   -- Where two values decoded by prefect.core differ (nil: nowhere); `skip` names keys of the
+   -- top level left out.
+   local function decoded_difference(x, y, path, skip)
+      if type(x) ~= "table" or type(y) ~= "table" then
+         if x == y then return nil end
+         return path
+      end
+      if getmetatable(x) ~= getmetatable(y) then return path end
+      for k, v in pairs(x) do
+         if not (skip and skip[k]) then
+            local at = decoded_difference(v, y[k], path .. "." .. tostring(k))
+            if at then return at end
+         end
+      end
+      for k in pairs(y) do
+         if x[k] == nil and not (skip and skip[k]) then return path .. "." .. tostring(k) .. " (extra)" end
+      end
+      return nil
+   end
+
+   -- The real server's own answer to `path` for `ids` (id.any_), by id; recorded.
+   local function by_id(name, path, group, ids)
+      local out = {}
+      if #ids == 0 then return out end
+      local body = json.encode(json.object({ group, "limit" },
+         { [group] = { id = { any_ = json.array(ids) } }, limit = #ids }))
+      local status, text = call(srv, "POST", path, body)
+      local list = decode(text)
+      record(name, { method = "POST", path = path, headers = JSON_HEADERS, body = body }, status, list)
+      assert.are.equal(200, status, name .. ": " .. tostring(text))
+      for _, v in ipairs(list) do out[v.id] = v end
+      return out
+   end
+
+   local function sorted_set(set)
+      local list = {}
+      for id in pairs(set) do list[#list + 1] = id end
+      table.sort(list)
+      return list
+   end
+
+   -- `raw` cut down to `fields` (nil: all of it), to compare with what the client decoded.
+   local function projection(raw, fields)
+      if not fields or fields == true then return raw end
+      local keys = {}
+      for _, f in ipairs(fields) do if raw[f] ~= nil then keys[#keys + 1] = f end end
+      return json.object(keys, raw)
+   end
+
+   -- (a): our client's run.flow_run / run.flow against the real server's raw answers; (c): the
+   -- bundled server's against our client's on the real one, run by run.
+   local function include_case(case)
+      local q = resolve(case.query)
+      local opts = { include = case.include, null = NULL_S, array_mt = ARRAY }
+      local mine = assert(ours_real:page(q, nil, opts))
+      local theirs, berr = ours_bundled:page(q, nil, opts)
+      assert.is_truthy(theirs, case.name .. ": the bundled server failed: " .. tostring(berr))
+      local diff = differential.compare_pages(mine, theirs, q.sort, NULL_S, false, false)
+      assert.is_nil(diff, case.name .. ": bundled server's runs: " .. tostring(diff))
+      local fr_ids = {}
+      for _, run in ipairs(mine) do
+         if type(run.flow_run_id) == "string" then fr_ids[run.flow_run_id] = true end
+      end
+      local frs = by_id(case.name .. " (its flow runs)", "/flow_runs/filter", "flow_runs",
+         sorted_set(fr_ids))
+      local flow_ids = {}
+      for _, fr in pairs(frs) do flow_ids[fr.flow_id] = true end
+      local flows = by_id(case.name .. " (their flows)", "/flows/filter", "flows", sorted_set(flow_ids))
+      local fields = case.fields or {}
+      local want_run = case.fields == nil or fields.flow_run ~= nil
+      local by_run = {}
+      for _, run in ipairs(theirs) do by_run[run.id] = run end
+      for i, run in ipairs(mine) do
+         local fr = type(run.flow_run_id) == "string" and frs[run.flow_run_id]
+         local where = case.name .. ": run " .. i
+         if fr and want_run then
+            local ok, at = differential.same_value(projection(fr, fields.flow_run), run.flow_run, NULL_S,
+               ARRAY, "flow_run", differential.VOLATILE)
+            assert.is_true(ok, where .. ": client and raw HTTP differ at " .. tostring(at))
+         else
+            assert.is_nil(run.flow_run, where)
+         end
+         local flow = fr and flows[fr.flow_id]
+         if flow then
+            local ok, at = differential.same_value(projection(flow, fields.flow), run.flow, NULL_S, ARRAY,
+               "flow")
+            assert.is_true(ok, where .. ": client and raw HTTP differ at " .. tostring(at))
+         else
+            assert.is_nil(run.flow, where)
+         end
+         local b = by_run[run.id]
+         for _, key in ipairs({ "flow_run", "flow" }) do
+            local at = decoded_difference(run[key], b and b[key], key, differential.VOLATILE)
+            assert.is_nil(at, where .. ": the bundled server's " .. key .. " differs at " .. tostring(at))
+         end
+      end
+   end
+
    function raw_case(case)
       local r = case.request
       local headers = {}
@@ -221,7 +319,8 @@ describe("Prefect " .. real.PIN .. " on " .. DB .. " against our client and the 
          tostring(btext))
    end
 
-   local RUN = { filter = filter_case, count = count_case, get = get_case, raw = raw_case }
+   local RUN = { filter = filter_case, count = count_case, get = get_case, raw = raw_case,
+      include = include_case }
    local cases = differential.cases()
    for _, case in ipairs(cases) do
       it(case.name, function() RUN[case.kind](case) end)

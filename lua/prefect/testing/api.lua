@@ -430,6 +430,15 @@ function App:flow_runs_filter(req)
    return 200, json_headers(), "[" .. concat(parts, ",") .. "]"
 end
 
+function App:flows_filter(req)
+   local p, failure = self:prepare(req, "flows_filter")
+   if not p then return failure[1], failure[2], failure[3] end
+   local rows = query.flows(self.store, p, self.prefect)
+   local parts = {}
+   for k, r in ipairs(rows) do parts[k] = json.encode(r.obj) end
+   return 200, json_headers(), "[" .. concat(parts, ",") .. "]"
+end
+
 -- GET /{kind}/{id}: Prefect 2 reads any path segment as the id and validates it (422); Prefect 3's
 -- route only matches a hyphenated UUID (checked by the router).
 function App:read_by_id(req, id, kind)
@@ -564,6 +573,9 @@ local function build_routes(self)
    if self.test_writes then
       route("POST", "/admin/test/task_runs", function(_, req) return self:write_task_runs(req) end)
    end
+   -- flows router: only the filter
+   route("POST", "/flows/", not_supported)
+   route("POST", "/flows/filter", function(_, req) return self:flows_filter(req) end)
    return r
 end
 

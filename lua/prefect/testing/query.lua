@@ -126,6 +126,11 @@ local TASK_RUN_SORTS_3 = { "ID_DESC", "EXPECTED_START_TIME_ASC", "EXPECTED_START
 local TASK_RUN_SORT = enum("TaskRunSort", TASK_RUN_SORTS, TASK_RUN_SORTS_3)
 local FLOW_RUN_SORTS = { "ID_DESC", "START_TIME_ASC", "START_TIME_DESC", "EXPECTED_START_TIME_ASC",
    "EXPECTED_START_TIME_DESC", "NAME_ASC", "NAME_DESC", "NEXT_SCHEDULED_START_TIME_ASC", "END_TIME_DESC" }
+-- FlowSort, in the enum's order; /flows/filter's default is NAME_ASC.
+local FLOW_SORTS = { "CREATED_DESC", "UPDATED_DESC", "NAME_ASC", "NAME_DESC" }
+
+local FLOW_SORT = enum("FlowSort", FLOW_SORTS)
+FLOW_SORT.default = "NAME_ASC"
 
 local UUIDS, STRS = list("uuid"), list("str")
 
@@ -244,8 +249,12 @@ M.ENDPOINTS = {
    flow_runs_filter = params({ { "limit", "limit" }, { "sort", enum("FlowRunSort", FLOW_RUN_SORTS) },
       { "offset", "offset" } }, FILTERS, { { "work_pools", SCHEMAS.WorkPoolFilter },
       { "work_pool_queues", SCHEMAS.WorkQueueFilter } }),
+   -- POST /flows/filter: no work_pool_queues, and a FlowSort whose default is NAME_ASC.
+   flows_filter = params({ { "limit", "limit" }, { "offset", "offset" } }, FILTERS,
+      { { "work_pools", SCHEMAS.WorkPoolFilter }, { "sort", FLOW_SORT } }),
 }
 M.TASK_RUN_SORTS, M.FLOW_RUN_SORTS, M.STATE_TYPES = TASK_RUN_SORTS, FLOW_RUN_SORTS, STATE_TYPES
+M.FLOW_SORTS = FLOW_SORTS
 
 ---------------------------------------------------------------------------------------------------
 -- Validation. Errors are { loc = {...}, msg, type, ctx = ordered object | nil, input = value }.
@@ -631,7 +640,7 @@ function M.validate_body(body, endpoint, opts)
          elseif value ~= nil then
             out[name] = validate(v3, t, value, loc, errs, false)
          elseif type(t) == "table" and t.kind == "enum" then
-            out[name] = t.values[1]
+            out[name] = t.default or t.values[1]
          end
       end
    end
@@ -742,7 +751,8 @@ function M.new_store(ds, db)
    store.flows, store.flow_by_id = {}, {}
    for i = 1, #ds.flows do
       local f = ds.flows[i]
-      local rec = { obj = f, id = f.id, name = str_or_false(f.name), tags = tag_list(f.tags) }
+      local rec = { obj = f, id = f.id, name = str_or_false(f.name), tags = tag_list(f.tags),
+         created = ts(f.created), updated = ts(f.updated) }
       store.flows[i] = rec
       store.flow_by_id[f.id] = rec
    end
@@ -1347,6 +1357,64 @@ function M.flow_runs(store, p, prefect)
          keys[k] = r[key]
       end
    end
+   local order = ordering(keys, rowid, #rows, desc, store.nulls_high)
+   local out = {}
+   local offset, limit = p.offset or 0, p.limit
+   for k = offset + 1, math.min(#rows, offset + limit) do out[#out + 1] = rows[order[k]] end
+   return out
+end
+
+-- flows(store, params, prefect) --> array of flow records for /flows/filter. As Prefect does it: the
+-- `flows` filter on the flow itself; `flow_runs` and `task_runs` keep the flows that have a flow run
+-- matching them (that flow run having a task run matching `task_runs`); `deployments` and
+-- `work_pools` keep the flows that have a matching deployment (the dataset has no work pools, so a
+-- `work_pools` filter keeps none).
+function M.flows(store, p, prefect)
+   local v3 = prefect == 3
+   local flow_pred = p.flows and compile_flow_filter(store, p.flows) or true
+   local with_run
+   if p.flow_runs or p.task_runs then
+      local fr_pred = p.flow_runs and compile_flow_run_filter(store, p.flow_runs, v3) or true
+      local task_pred = p.task_runs and compile_task_run_filter(store, p.task_runs, v3) or nil
+      local runs_with_task
+      if task_pred then
+         runs_with_task = {}
+         local tr = store.tr
+         for i = 1, store.n do
+            local fr = tr.flow_run_id[i]
+            if fr and (task_pred == true or task_pred(i)) then runs_with_task[fr] = true end
+         end
+      end
+      with_run = {}
+      for _, r in ipairs(store.flow_runs) do
+         local ok = r.flow_id and (fr_pred == true or fr_pred(r))
+         if ok and (not runs_with_task or runs_with_task[r.id]) then
+            with_run[r.flow_id] = true
+         end
+      end
+   end
+   local with_deployment
+   if p.deployments or p.work_pools then
+      local dep_pred = p.deployments and compile_deployment_filter(store, p.deployments) or true
+      with_deployment = {}
+      for _, d in ipairs(store.deployments) do
+         if d.flow_id and not p.work_pools and (dep_pred == true or dep_pred(d)) then
+            with_deployment[d.flow_id] = true
+         end
+      end
+   end
+   local rows = {}
+   for _, f in ipairs(store.flows) do
+      if (flow_pred == true or flow_pred(f)) and (not with_run or with_run[f.id])
+         and (not with_deployment or with_deployment[f.id]) then
+         rows[#rows + 1] = f
+      end
+   end
+   local sort = p.sort or "NAME_ASC"
+   local key = (sort == "CREATED_DESC" and "created") or (sort == "UPDATED_DESC" and "updated") or "name"
+   local desc = sort ~= "NAME_ASC"
+   local keys, rowid = {}, {}
+   for k, f in ipairs(rows) do keys[k], rowid[k] = f[key], k end
    local order = ordering(keys, rowid, #rows, desc, store.nulls_high)
    local out = {}
    local offset, limit = p.offset or 0, p.limit
