@@ -195,9 +195,21 @@ function Transport:_connect(u, deadline, safe_url)
     if u.scheme == "https" and not reused then
         -- ngx_lua 0.10.23 sometimes raises instead of returning on a failed verification.
         local pok, session, herr = pcall(sock.sslhandshake, sock, false, u.sni, self.verify)
+        local why
         if not pok or not session then
+            why = pok and herr or session
+        elseif self.verify and not sock:getreusedtimes() then
+            -- ngx_lua before 0.10.32 loses a failed verification (chain or host name) when the
+            -- whole handshake completes within its first SSL_do_handshake call, which is
+            -- routine when the server answers fast: it closes the connection yet
+            -- sslhandshake returns true. A connection closed under us right after a verified
+            -- handshake "succeeded" is that failure, and must not reach the caller as a
+            -- "closed" connect error (retried as if the network had failed).
+            why = "the server's certificate did not verify (ngx_lua closed the connection"
+                .. " without giving the reason; nginx's error log has it unless lua_socket_log_errors is off)"
+        end
+        if why then
             sock:close()
-            local why = pok and herr or session
             local kind = why == "timeout" and "timeout" or "tls"
             local msg = "TLS handshake with " .. u.host .. ":" .. u.port .. " failed: " .. tostring(why)
             if kind == "tls" and self.verify then
