@@ -101,6 +101,16 @@ local CASES = {
    -- reading on would ask for pages forever when every page is answered alike.
    { fault = "huge=100000", kind = "protocol", runs = 1 },
    { fault = "gzip_bomb=100000000", kind = "too_large", opts = { max_response = 4000000 } },
+   -- hostile heads and framing (docs/reliability.md): the same kind whichever transport reads them
+   { fault = "status_line=HTTP/1.1 2000 OK", kind = "protocol" },
+   { fault = "status_line=HTTP/1.1 199 Final", kind = "protocol" },
+   { fault = "header_bytes=200000", kind = "too_large" },
+   { fault = "head_line_endless", kind = "too_large" },
+   { fault = "continue_flood", kind = "too_large" },
+   { fault = "content_length2=3", kind = "protocol" },
+   { fault = "bad_chunk", kind = "protocol" },
+   -- the runs arrive whole before the trailers do
+   { fault = "trailer_endless", kind = "too_large", runs = 200 },
    -- read through these
    { fault = "redirect" },
    { fault = "chunked" },
