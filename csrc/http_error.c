@@ -53,6 +53,13 @@ static int http_is_long_header_line(const http_request *r)
     return r->result == CURLE_OUT_OF_MEMORY && r->connected && !r->headers_done;
 }
 
+/* A first line that long is no status line (HTTP/0.9, or not HTTP at all):
+ * libcurl gave up on it before handing any head line over. */
+static int http_is_long_first_line(const http_request *r)
+{
+    return http_is_long_header_line(r) && r->head_bytes == 0;
+}
+
 /* CURLE_RECV_ERROR is both a broken connection (the OS said why) and bytes
  * libcurl refused: a bad chunk size, a chunk or trailer line too long. */
 static int http_is_refused_body(const http_request *r)
@@ -122,6 +129,8 @@ const char *http_error_kind(const http_request *r)
     case CURLE_FILESIZE_EXCEEDED:
         return "too_large";
     case CURLE_OUT_OF_MEMORY:
+        if (http_is_long_first_line(r))
+            return "protocol";
         return http_is_long_header_line(r) ? "too_large" : "aborted";
     /* Once connected, this is libcurl refusing the response: HTTP/0.9, a
      * status code it does not know, a version it does not speak. */
@@ -162,7 +171,10 @@ int http_push_error(lua_State *L, const char *kind, const char *message, const c
 static void http_push_curl_message(lua_State *L, const http_request *r)
 {
     const char *text = r->errbuf[0] ? r->errbuf : curl_easy_strerror(r->result);
-    if (http_is_long_header_line(r))
+    if (http_is_long_first_line(r))
+        lua_pushfstring(L, "malformed status line: a first line longer than %d KiB",
+                        (int)(CURL_MAX_HTTP_HEADER / 1024));
+    else if (http_is_long_header_line(r))
         lua_pushfstring(L, "a response header line longer than %d KiB",
                         (int)(CURL_MAX_HTTP_HEADER / 1024));
     else if (http_is_long_chunk_line(r))

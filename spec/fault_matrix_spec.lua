@@ -104,6 +104,7 @@ local CASES = {
    -- hostile heads and framing (docs/reliability.md): the same kind whichever transport reads them
    { fault = "status_line=HTTP/1.1 2000 OK", kind = "protocol" },
    { fault = "status_line=HTTP/1.1 199 Final", kind = "protocol" },
+   { fault = "http09", kind = "protocol" }, -- its first line is a whole page of JSON
    { fault = "header_bytes=200000", kind = "too_large" },
    { fault = "head_line_endless", kind = "too_large" },
    { fault = "continue_flood", kind = "too_large" },
