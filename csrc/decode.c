@@ -23,11 +23,14 @@
  * decoder then reports itself failed.
  *
  * Lua API (its place among the modules: docs/architecture.md):
- *   decode(str [, opts])  -> value | nil, errmsg, byte_offset
+ *   decode(str [, opts])  -> value | nil, err
  *   decoder([opts])       -> d with d:feed(s), d:finish(), d:next(), d:done(), d:reset()
- * Byte offsets are 1-based, like string.sub. Once a decoder has failed,
- * d:next() still hands out the elements completed before the error, then
- * returns nil, errmsg, byte_offset on every call until d:reset().
+ * err is the core's error table (core_error.h): {kind = "decode" (not
+ * JSON), "too_large" (past max_size) or "protocol" (JSON of the wrong
+ * shape), message = "... at byte N near '...'", offset = N}; offsets are
+ * 1-based, like string.sub. Once a decoder has failed, d:next() still hands
+ * out the elements completed before the error, then returns nil, err on
+ * every call until d:reset().
  *
  * Options: null (value for JSON null; default: object members that are null
  * are absent, and null array elements are core.null so array lengths stay
@@ -47,6 +50,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core_error.h"
 #include "decode_internal.h"
 
 static const char *const default_stamp_fields[] = {"created",
@@ -62,12 +66,12 @@ static const char *const default_stamp_fields[] = {"created",
                                                    "state.state_details.pause_timeout",
                                                    NULL};
 
-static int push_error(lua_State *L, const dec_stream *d)
+int dec_push_error(lua_State *L, const dec_stream *d)
 {
-    lua_pushnil(L);
-    lua_pushstring(L, d->err_msg);
+    core_push_error(L, d->err_kind ? d->err_kind : "decode", d->err_msg);
     lua_pushinteger(L, (lua_Integer)d->err_off);
-    return 3;
+    lua_setfield(L, -2, "offset");
+    return 2;
 }
 
 int dec_next(lua_State *L, int idx)
@@ -89,7 +93,7 @@ int dec_next(lua_State *L, int idx)
         return 1;
     }
     if (d->failed)
-        return push_error(L, d);
+        return dec_push_error(L, d);
     lua_pushnil(L);
     return 1;
 }
@@ -345,6 +349,7 @@ static void dec_release(dec_stream *d)
     free(d->stamps.names);
     memset(d, 0, sizeof *d);
     d->failed = d->closed = 1;
+    d->err_kind = "decode";
     snprintf(d->err_msg, sizeof d->err_msg, "decoder closed");
 }
 
@@ -410,7 +415,7 @@ static int l_decode(lua_State *L)
     share_keys(L, d, ud);
     if (n > d->max_size) {
         dec_append(d, s, n); /* records the size error */
-        return push_error(L, d);
+        return dec_push_error(L, d);
     }
     /* a task-run page has a container every 160 bytes or so: one
      * allocation instead of a string of doublings */
@@ -444,7 +449,7 @@ static int l_decode(lua_State *L)
         d->recs_cap = 0;
     }
     if (d->failed)
-        return push_error(L, d);
+        return dec_push_error(L, d);
     return 1;
 }
 
@@ -454,7 +459,7 @@ static int l_feed(lua_State *L)
     size_t n;
     const char *s = luaL_checklstring(L, 2, &n);
     if (dec_append(d, s, n) < 0)
-        return push_error(L, d);
+        return dec_push_error(L, d);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -464,7 +469,7 @@ static int l_finish(lua_State *L)
     dec_stream *d = dec_check(L, 1);
     dec_finish(d);
     if (d->failed)
-        return push_error(L, d);
+        return dec_push_error(L, d);
     lua_pushboolean(L, 1);
     return 1;
 }

@@ -155,6 +155,7 @@ struct dec_stream {
     size_t elem_start, elem_rec;
     int finished, failed, building, closed;
     size_t err_off;
+    const char *err_kind; /* "decode", "too_large" or "protocol" */
     char err_msg[200];
 
     dec_rec *recs; /* recs[i] is record rec_base + i */
@@ -222,8 +223,11 @@ static inline const char *find_quote(const char *p, const char *end)
 
 /* decode_scan.c */
 
-/* Records the first error: its message, with an excerpt, and its offset. */
+/* Records the first error: its message, with an excerpt, and its offset.
+ * dec_fail's kind is "decode" (the bytes are not JSON); dec_fail_as names
+ * another (a static string). */
 void dec_fail(dec_stream *d, size_t off, const char *what);
+void dec_fail_as(dec_stream *d, size_t off, const char *kind, const char *what);
 
 /* Scans buf[scan..len). Returns 0, or -1 with the error recorded. */
 int dec_scan(dec_stream *d);

@@ -11,13 +11,14 @@
 
 /* ---------------------------------------------------------------- errors */
 
-void dec_fail(dec_stream *d, size_t off, const char *what)
+void dec_fail_as(dec_stream *d, size_t off, const char *kind, const char *what)
 {
     char near[64];
     size_t n = 0;
     if (d->failed)
         return;
     d->failed = 1;
+    d->err_kind = kind;
     d->err_off = off + 1;
     if (d->buf && off >= d->base && off < d->base + d->len) {
         const unsigned char *s = (const unsigned char *)d->buf + (off - d->base);
@@ -34,6 +35,11 @@ void dec_fail(dec_stream *d, size_t off, const char *what)
         snprintf(d->err_msg, sizeof d->err_msg, "%s at byte %zu near '%s'", what, d->err_off, near);
     else
         snprintf(d->err_msg, sizeof d->err_msg, "%s at byte %zu", what, d->err_off);
+}
+
+void dec_fail(dec_stream *d, size_t off, const char *what)
+{
+    dec_fail_as(d, off, "decode", what);
 }
 
 /* -------------------------------------------------------------- scanner */
@@ -717,7 +723,7 @@ int dec_append(dec_stream *d, const char *bytes, size_t len)
     if (len > d->max_size - (d->base + d->len)) {
         char what[80];
         snprintf(what, sizeof what, "document larger than max_size (%zu bytes)", d->max_size);
-        dec_fail(d, d->max_size, what);
+        dec_fail_as(d, d->max_size, "too_large", what);
         return -1;
     }
     if (len > d->cap - d->len) {
@@ -780,6 +786,7 @@ void dec_clear(dec_stream *d)
     d->finished = d->failed = d->building = 0;
     d->err_msg[0] = 0;
     d->err_off = 0;
+    d->err_kind = "decode";
     d->rec_base = d->nrecs = 0;
     d->head = d->tail = 0;
 }

@@ -43,38 +43,56 @@ local function same(a, b, strict_numbers)
   return true
 end
 
--- Feeds the pieces, then finishes; returns the elements handed out and the error, if any.
+-- A decoder error is a table {kind, message, offset} whose tostring() is its message.
+local function check_error(err)
+  assert.is_table(err)
+  assert.is_string(err.kind)
+  assert.is_string(err.message)
+  assert.is_number(err.offset)
+  assert.equals(err.message, tostring(err))
+  return err
+end
+
+-- Feeds the pieces, then finishes; returns the elements handed out and the error's message,
+-- offset and kind, if any.
 local function stream(pieces, opts, drain_each)
   local d = core.decoder(opts)
   local got = {}
   local function drain()
     while true do
-      local v, err, off = d:next()
+      local v, err = d:next()
       if v == nil then
-        return err, off
+        return err
       end
       got[#got + 1] = v
     end
   end
+  local function failed(err)
+    check_error(err)
+    return got, err.message, err.offset, d, err.kind
+  end
   for _, piece in ipairs(pieces) do
-    local ok, err, off = d:feed(piece)
+    local ok, err = d:feed(piece)
     if not ok then
       drain()
-      return got, err, off, d
+      return failed(err)
     end
     if drain_each then
-      local err2, off2 = drain()
+      local err2 = drain()
       if err2 then
-        return got, err2, off2, d
+        return failed(err2)
       end
     end
   end
-  local ok, err, off = d:finish()
-  local err2, off2 = drain()
+  local ok, err = d:finish()
+  local err2 = drain()
   if not ok then
-    return got, err, off, d
+    return failed(err)
   end
-  return got, err2, off2, d
+  if err2 then
+    return failed(err2)
+  end
+  return got, nil, nil, d
 end
 
 local generated_page = dataset.page_text
@@ -84,14 +102,17 @@ local exchanges = assert(disk.read("spec/fixtures/exchanges-2.19.9.json"))
 -- The fixture's task runs as one compact page, as a server sends them.
 local fixture_page = cjson.encode(cjson.decode(fixture).task_runs)
 
-local function expect_error(s, message, offset, opts)
-  local v, err, off = core.decode(s, opts)
+-- Decodes s, expecting an error of `kind` (default "decode") whose message holds `message`
+-- and names byte `offset`; returns the message.
+local function expect_error(s, message, offset, opts, kind)
+  local v, err = core.decode(s, opts)
   assert.is_nil(v)
-  assert.is_string(err)
-  assert.matches(message, err, 1, true)
-  assert.matches("at byte " .. offset, err, 1, true)
-  assert.equals(offset, off)
-  return err
+  check_error(err)
+  assert.equals(kind or "decode", err.kind, err.message)
+  assert.matches(message, err.message, 1, true)
+  assert.matches("at byte " .. offset, err.message, 1, true)
+  assert.equals(offset, err.offset)
+  return err.message
 end
 
 describe("prefect.core.decode", function()
@@ -323,10 +344,11 @@ describe("prefect.core.decode", function()
       local runs = cjson.decode(fixture).task_runs
       local s = cjson.encode({ runs[1], runs[2], runs[3] })
       for i = 0, #s - 1, stride do
-        local v, err, off = core.decode(s:sub(1, i))
+        local v, err = core.decode(s:sub(1, i))
         assert.is_nil(v)
-        assert.equals(i + 1, off)
-        assert.matches("unexpected end of input", err, 1, true)
+        assert.equals(i + 1, err.offset)
+        assert.equals("decode", err.kind)
+        assert.matches("unexpected end of input", err.message, 1, true)
       end
     end)
   end)
@@ -358,22 +380,23 @@ describe("prefect.core.decode", function()
     end)
 
     it("max_size: limits the bytes of input", function()
-      expect_error("[1,2,3]", "document larger than max_size (5 bytes)", 6, { max_size = 5 })
+      expect_error("[1,2,3]", "document larger than max_size (5 bytes)", 6, { max_size = 5 }, "too_large")
       assert.same({ 1, 2, 3 }, core.decode("[1,2,3]", { max_size = 7 }))
       local d = core.decoder({ max_size = 10 })
       assert.is_true(d:feed("[1,2,"))
       assert.is_true(d:feed("3,4,"))
-      local ok, err, off = d:feed("5]")
+      local ok, err = d:feed("5]")
       assert.is_nil(ok)
-      assert.matches("max_size", err)
-      assert.equals(11, off)
+      assert.equals("too_large", err.kind)
+      assert.matches("max_size", err.message)
+      assert.equals(11, err.offset)
       assert.equals(1, d:next())
       assert.equals(2, d:next())
       assert.equals(3, d:next())
       assert.equals(4, d:next())
       local v, err2 = d:next()
       assert.is_nil(v)
-      assert.equals(err, err2)
+      assert.same(err, err2)
     end)
 
     it("rejects bad options as misuse, naming them", function()
@@ -673,23 +696,22 @@ describe("prefect.core.decoder", function()
   it("stays failed until reset, then decodes a new document", function()
     local d = core.decoder()
     assert.is_true(d:feed("[1,"))
-    local ok, err, off = d:feed("x]")
+    local ok, err = d:feed("x]")
     assert.is_nil(ok)
-    assert.matches("unexpected character at byte 4", err, 1, true)
-    assert.equals(4, off)
+    check_error(err)
+    assert.same({ kind = "decode", message = "unexpected character at byte 4 near 'x]'", offset = 4 }, err)
     assert.equals(1, d:next())
     for _ = 1, 2 do
-      local v, err2, off2 = d:next()
+      local v, err2 = d:next()
       assert.is_nil(v)
-      assert.equals(err, err2)
-      assert.equals(off, off2)
+      assert.same(err, err2)
     end
     local ok2, err3 = d:feed("[2]")
     assert.is_nil(ok2)
-    assert.equals(err, err3)
+    assert.same(err, err3)
     local ok3, err4 = d:finish()
     assert.is_nil(ok3)
-    assert.equals(err, err4)
+    assert.same(err, err4)
     assert.is_false(d:done())
     d:reset()
     assert.is_true(d:feed("[2]"))
@@ -704,7 +726,7 @@ describe("prefect.core.decoder", function()
     assert.is_true(d:finish())
     local ok, err = d:feed(" ")
     assert.is_nil(ok)
-    assert.matches("input after finish", err)
+    assert.matches("input after finish", err.message)
   end)
 
   it("gives the same elements for every split point of a real page slice", function()
@@ -760,11 +782,12 @@ describe("prefect.core.decoder", function()
   it("reports the same error at the same byte, however the input is split", function()
     local bad = { '[{"a":"\\ud800x"}]', '[1,2,{"b":tru}]', '[{"a":"\195\40"}]', "[1,2,,3]" }
     for _, s in ipairs(bad) do
-      local _, err, off = core.decode(s)
+      local _, e = core.decode(s)
       for i = 0, #s do
-        local _, err2, off2 = stream({ s:sub(1, i), s:sub(i + 1) })
-        assert.equals(off, off2, s .. " split " .. i)
-        assert.equals(err:gsub(" near .*", ""), err2:gsub(" near .*", ""))
+        local _, err2, off2, _, kind2 = stream({ s:sub(1, i), s:sub(i + 1) })
+        assert.equals(e.offset, off2, s .. " split " .. i)
+        assert.equals(e.kind, kind2)
+        assert.equals(e.message:gsub(" near .*", ""), err2:gsub(" near .*", ""))
       end
     end
   end)
@@ -816,7 +839,8 @@ describe("prefect.core.decoder", function()
     gc(d)
     local v, err = d:next()
     assert.is_nil(v)
-    assert.equals("decoder closed", err)
+    assert.equals("decoder closed", err.message)
+    assert.equals("decode", err.kind)
     assert.is_nil((d:feed("]")))
   end)
 
