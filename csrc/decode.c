@@ -36,7 +36,11 @@
  * are absent, and null array elements are core.null so array lengths stay
  * right), array_mt (metatable for every array, so empty arrays and objects
  * differ), fields (paths to keep), timestamps = "epoch" with
- * timestamp_fields (paths to convert), max_depth, max_size.
+ * timestamp_fields (paths to convert), max_depth, max_size, shape (what
+ * the document must be, checked by the scanner as the bytes arrive, a
+ * "protocol" error otherwise: "runs", an array of objects that each have a
+ * string "id"; "run", one such object; "count", a JSON integer >= 0). The
+ * "id" is looked for in the document, whatever fields keeps.
  * Paths are matched from the root of each element (each task run), through
  * objects: "state.type" is member "type" of member "state". A path can also
  * be given as a list of keys, {"labels", "prefect.flow.id"}, for keys that
@@ -228,8 +232,10 @@ static size_t size_option(lua_State *L, int opts, const char *opt, size_t dflt, 
 
 static void read_options(lua_State *L, dec_stream *d, int opts, int uv)
 {
-    static const char *const known[] = {"null",      "array_mt",         "fields",   "timestamps",
-                                        "max_depth", "timestamp_fields", "max_size", NULL};
+    static const char *const known[] = {"null",       "array_mt",  "fields",
+                                        "timestamps", "max_depth", "timestamp_fields",
+                                        "max_size",   "shape",     NULL};
+    static const char *const shapes[] = {"runs", "run", "count", NULL};
     d->max_depth = DEC_DEFAULT_MAX_DEPTH;
     d->max_size = DEC_DEFAULT_MAX_SIZE;
     if (!opts)
@@ -295,6 +301,18 @@ static void read_options(lua_State *L, dec_stream *d, int opts, int uv)
         free(d->stamps.names);
         memset(&d->stamps, 0, sizeof d->stamps);
     }
+    lua_getfield(L, opts, "shape");
+    if (!lua_isnil(L, -1)) {
+        const char *shape = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
+        int i;
+        for (i = 0; shapes[i] && strcmp(shapes[i], shape) != 0; i++)
+            ;
+        if (!shapes[i])
+            luaL_error(L, "decoder option 'shape': \"runs\", \"run\" or \"count\" expected");
+        d->shape = SHAPE_RUNS + i;
+        d->id_depth = d->shape == SHAPE_RUNS ? 2 : d->shape == SHAPE_RUN ? 1 : 0;
+    }
+    lua_pop(L, 1);
     d->max_depth = (int)size_option(L, opts, "max_depth", DEC_DEFAULT_MAX_DEPTH, DEC_MAX_DEPTH);
     d->max_size = size_option(L, opts, "max_size", DEC_DEFAULT_MAX_SIZE,
                               (size_t)1 << (sizeof(size_t) > 4 ? 50 : 31));

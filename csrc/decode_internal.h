@@ -44,6 +44,12 @@ enum scan_state {
 
 enum num_state { N_MINUS, N_ZERO, N_INT, N_DOT, N_FRAC, N_E, N_ESIGN, N_EXP };
 
+/* What the document must be (the shape option), checked by the scanner as
+ * the bytes arrive: anything; an array of objects that each have a string
+ * "id" (a page of task runs); one such object (a task run); a JSON integer
+ * >= 0 (a count). */
+enum dec_shape { SHAPE_ANY, SHAPE_RUNS, SHAPE_RUN, SHAPE_COUNT };
+
 typedef struct dec_rec {
     size_t count; /* members of this object or array */
     size_t nulls; /* members of this object whose value is null */
@@ -137,6 +143,10 @@ struct dec_stream {
     size_t max_size;
     int max_depth;
     int split; /* hand out top-level array elements one by one */
+    int shape; /* enum dec_shape */
+    /* d->depth inside the objects that must have a string "id" (2 for
+     * SHAPE_RUNS, 1 for SHAPE_RUN); 0, which no key is at, otherwise */
+    int id_depth;
     int has_null, has_array_mt, use_fields, use_stamps;
     dec_tree fields, stamps;
 
@@ -151,6 +161,16 @@ struct dec_stream {
     size_t esc_start;
     dec_frame *frames;
     int elem_depth; /* depth of the values handed out; -1 until known */
+    /* the shape check: the object being scanned at id_depth (where its '{'
+     * is, whether a string "id" was seen), where the key being scanned at
+     * id_depth starts, and whether the member value to come is an "id" */
+    size_t obj_start, key_start;
+    int has_id, id_member;
+    /* a number or literal of the wrong shape, reported once it is complete
+     * (bytes that are not JSON before that are a decode error) */
+    int shape_pending;
+    size_t pending_off;
+    char pending_msg[96];
     int in_elem, elem_escapes;
     size_t elem_start, elem_rec;
     int finished, failed, building, closed;

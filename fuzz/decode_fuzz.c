@@ -1,12 +1,13 @@
 /* libFuzzer target for the streaming decoder (csrc/decode*.c).
  *
  * Input: one flag byte, then the document. The flags pick decoder options and
- * how the document is cut into feed() slices. For every input the document is
+ * how the document is cut into feed() slices; a hash of the input picks
+ * max_size and the shape option. For every input the document is
  * decoded in one shot and streamed through feed/next at pseudo-random split
  * points; the two must agree: both succeed with equal values (element by
  * element for a top-level array, with integer/float subtypes and the sign of
- * zero compared), or both fail at the same byte offset with the same message
- * (but for max_size, which decode() checks before reading). Any disagreement
+ * zero compared), or both fail at the same byte offset with the same kind and
+ * message (but for max_size, which decode() checks before reading). Any disagreement
  * aborts. Then both are run again under an allocator that fails once, after
  * a few hundred allocations, so that Lua raises out of memory in the middle
  * of building tables: that may fail, but must not crash or leak
@@ -31,6 +32,8 @@ static const char check_lua[] =
     "if flags % 16 >= 8 then opts.array_mt = {} end\n"
     "if flags % 32 >= 16 then opts.max_depth = 6 end\n"
     "if seed % 5 == 0 then opts.max_size = math.max(1, #s - seed % 8) end\n"
+    "local shape = ({'runs', 'run', 'count'})[seed % 7]\n"
+    "if shape then opts.shape = shape end\n"
     "local mode = math.floor(flags / 32) % 8\n"
     "local function same(a, b)\n"
     "  if type(a) ~= type(b) then return false end\n"

@@ -552,6 +552,129 @@ describe("prefect.core.decode", function()
     end)
   end)
 
+  describe("option shape", function()
+    local function shape_error(s, shape, message, offset)
+      return expect_error(s, message, offset, { shape = shape }, "protocol")
+    end
+
+    it('"runs": an array of objects, each with a string "id"', function()
+      assert.same({}, core.decode("[]", { shape = "runs" }))
+      local runs = core.decode(fixture_page, { shape = "runs" })
+      assert.is_true(same(runs, core.decode(fixture_page), true))
+      shape_error('{"a":1}', "runs", "expected an array of task runs, got an object", 1)
+      shape_error('  "hello"', "runs", "expected an array of task runs, got a string", 3)
+      shape_error("42", "runs", "expected an array of task runs, got a number", 1)
+      shape_error("-1", "runs", "expected an array of task runs, got a negative number", 1)
+      shape_error("true", "runs", "expected an array of task runs, got a boolean", 1)
+      shape_error("null", "runs", "expected an array of task runs, got null", 1)
+      shape_error('[1,"two",null,[3]]', "runs", "expected task run 1 to be an object, got a number", 2)
+      shape_error('[{"id":"a"}, "two"]', "runs", "expected task run 2 to be an object, got a string", 14)
+      shape_error('[{"id":"a"},{"id":"b"},[]]', "runs", "expected task run 3 to be an object, got an array",
+        24)
+      shape_error('[{"name":"x"}]', "runs", 'task run 1 has no "id"', 2)
+      shape_error('[{"idx":"a","Id":"b"}]', "runs", 'task run 1 has no "id"', 2)
+      -- an "id" further down (a state's, a flow run's) is not the run's
+      shape_error('[{"id":"a"},{"state":{"id":"b"}}]', "runs", 'task run 2 has no "id"', 13)
+      shape_error('[{"id":5}]', "runs", 'expected the "id" of task run 1 to be a string, got a number', 8)
+      shape_error('[{"id":{"a":1}}]', "runs", 'expected the "id" of task run 1 to be a string, got an object',
+        8)
+      -- every "id" of a run is checked, the one kept (the last) included
+      shape_error('[{"id":"a","id":null}]', "runs", 'the "id" of task run 1 to be a string, got null', 17)
+      shape_error('[{"id":true,"id":"a"}]', "runs", 'the "id" of task run 1 to be a string, got a boolean', 8)
+      -- a key is compared after its escapes
+      assert.same({ { id = "a" } }, core.decode('[{"\\u0069d":"a"}]', { shape = "runs" }))
+      assert.same({ { id = "a" } }, core.decode('[{"i\\u0064":"a"}]', { shape = "runs" }))
+    end)
+
+    it("looks for the id in the document, whatever fields keeps", function()
+      local opts = { shape = "runs", fields = { "name" } }
+      assert.same({ { name = "x" } }, core.decode('[{"id":"a","name":"x"}]', opts))
+      expect_error('[{"name":"x"}]', 'task run 1 has no "id"', 2, opts, "protocol")
+      local got, err, off, _, kind = stream({ '[{"id":"a","name":"x"},', '{"name":"y"}]' }, opts, true)
+      assert.same({ { name = "x" } }, got)
+      assert.equals("protocol", kind)
+      assert.equals(24, off)
+      assert.matches('task run 2 has no "id"', err, 1, true)
+    end)
+
+    it("bytes that are not JSON stay a decode error, found before the shape", function()
+      expect_error('[{"id": nope}]', "invalid literal", 10, { shape = "runs" })
+      expect_error("nope", "invalid literal", 2, { shape = "runs" })
+      expect_error("<html>", "unexpected character", 1, { shape = "runs" })
+      expect_error("[01]", "leading zero", 3, { shape = "runs" })
+      expect_error("-x", "invalid number", 2, { shape = "count" })
+      expect_error("", "unexpected end of input", 1, { shape = "run" })
+    end)
+
+    it('"run": one object with a string "id"', function()
+      assert.same({ id = "a", n = 1 }, core.decode('{"id":"a","n":1}', { shape = "run" }))
+      shape_error('[{"id":"a"}]', "run", "expected a task run object, got an array", 1)
+      shape_error('"a"', "run", "expected a task run object, got a string", 1)
+      shape_error("null", "run", "expected a task run object, got null", 1)
+      shape_error('{"a":1}', "run", 'the task run has no "id"', 1)
+      shape_error('{"flow_run":{"id":"x"}}', "run", 'the task run has no "id"', 1)
+      shape_error('{"id":1}', "run", "expected the task run's \"id\" to be a string, got a number", 7)
+      assert.same({ n = 1 }, core.decode('{"id":"a","n":1}', { shape = "run", fields = { "n" } }))
+    end)
+
+    it('"count": a JSON integer >= 0', function()
+      assert.equals(0, core.decode("0", { shape = "count" }))
+      assert.equals(12, core.decode(" 12 ", { shape = "count" }))
+      shape_error("[5]", "count", "expected a count (an integer >= 0), got an array", 1)
+      shape_error("-3", "count", "got a negative number", 1)
+      shape_error("12.5", "count", "got a number that is not an integer", 3)
+      shape_error("12.0", "count", "got a number that is not an integer", 3)
+      shape_error("1e400", "count", "got a number that is not an integer", 2)
+      shape_error('"12"', "count", "got a string", 1)
+      shape_error("null", "count", "got null", 1)
+      shape_error("{}", "count", "got an object", 1)
+      expect_error("12abc", "unexpected data after the end of the document", 3, { shape = "count" })
+      -- a bare number ends with the input: the streaming decoder settles it at finish
+      local got, err, off, _, kind = stream({ "1", "2.", "5" }, { shape = "count" })
+      assert.same({}, got)
+      assert.equals("protocol", kind)
+      assert.equals(3, off)
+      assert.matches("not an integer", err, 1, true)
+      assert.same({ 7 }, (stream({ "7" }, { shape = "count" })))
+    end)
+
+    it("reports the same shape error at the same byte, however the input is split", function()
+      local bad = {
+        { '[{"id":"a","name":"x"},{"name":"y","tags":["a"]}]', "runs" },
+        { '[{"id":"a"},{"id":12345}]', "runs" },
+        { '[{"id":"a"},nullx]', "runs" },
+        { '[{"id":"a"},null]', "runs" },
+        { '{"x":1,"y":[1,2]}', "run" },
+        { "12345.5", "count" },
+        { "-12", "count" },
+      }
+      for _, case in ipairs(bad) do
+        local s, shape = case[1], case[2]
+        local _, e = core.decode(s, { shape = shape })
+        for i = 0, #s do
+          local _, err2, off2, _, kind2 = stream({ s:sub(1, i), s:sub(i + 1) }, { shape = shape }, i % 2 == 0)
+          assert.equals(e.offset, off2, s .. " split " .. i)
+          assert.equals(e.kind, kind2, s .. " split " .. i)
+          assert.equals(e.message:gsub(" near .*", ""), err2:gsub(" near .*", ""))
+        end
+      end
+    end)
+
+    it("hands out the runs before the wrong one, then the error", function()
+      local got, err, off, _, kind = stream({ '[{"id":"a"},{"id":"b"},5,{"id":"c"}]' }, { shape = "runs" })
+      assert.same({ { id = "a" }, { id = "b" } }, got)
+      assert.equals("protocol", kind)
+      assert.equals(24, off)
+      assert.matches("expected task run 3 to be an object, got a number", err, 1, true)
+    end)
+
+    it("rejects an unknown shape as misuse", function()
+      assert.has_error(function() core.decoder({ shape = "page" }) end,
+        'decoder option \'shape\': "runs", "run" or "count" expected')
+      assert.has_error(function() core.decode("[]", { shape = 1 }) end)
+    end)
+  end)
+
   describe("its cache of keys", function()
     it("gives each call the result of its own options", function()
       local run = '{"id":"r","created":"1970-01-01T00:00:10Z","state":{"id":"s","type":"T","timestamp":' ..

@@ -383,9 +383,11 @@ function options.resolve(opts)
 end
 
 --- The decoder options of one read: the client's (already resolved), with
--- the call's given ones over them; `need_id` adds `id` to `fields`.
-function options.decoder(defaults, call_opts, need_id)
-   local d = {}
+-- the call's given ones over them, and the `shape` the body must have
+-- ("runs" for a page, "run" for one task run; the decoder checks it as the
+-- bytes arrive); `need_id` adds `id` to `fields`.
+function options.decoder(defaults, call_opts, shape, need_id)
+   local d = { shape = shape }
    for k, v in pairs(defaults) do d[k] = v end
    if call_opts then
       for _, k in ipairs(options.DECODE_NAMES) do
