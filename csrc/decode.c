@@ -36,7 +36,8 @@
  * are absent, and null array elements are core.null so array lengths stay
  * right), array_mt (metatable for every array, so empty arrays and objects
  * differ), fields (paths to keep), timestamps = "epoch" with
- * timestamp_fields (paths to convert), max_depth, max_size, shape (what
+ * timestamp_fields (paths to convert; required with "epoch", ignored
+ * otherwise: the decoder knows no field names), max_depth, max_size, shape (what
  * the document must be, checked by the scanner as the bytes arrive, a
  * "protocol" error otherwise: "runs", an array of objects that each have a
  * string "id"; "run", one such object; "count", a JSON integer >= 0). The
@@ -56,19 +57,6 @@
 
 #include "core_error.h"
 #include "decode_internal.h"
-
-static const char *const default_stamp_fields[] = {"created",
-                                                   "updated",
-                                                   "expected_start_time",
-                                                   "next_scheduled_start_time",
-                                                   "start_time",
-                                                   "end_time",
-                                                   "cache_expiration",
-                                                   "state.timestamp",
-                                                   "state.state_details.scheduled_time",
-                                                   "state.state_details.cache_expiration",
-                                                   "state.state_details.pause_timeout",
-                                                   NULL};
 
 int dec_push_error(lua_State *L, const dec_stream *d)
 {
@@ -281,26 +269,16 @@ static void read_options(lua_State *L, dec_stream *d, int opts, int uv)
         d->use_stamps = strcmp(ts, "epoch") == 0;
     }
     lua_pop(L, 1);
+    /* Which fields are timestamps is the caller's knowledge (prefect.options
+     * holds Prefect's): converting none of them silently would be a
+     * surprise, so "epoch" without the list is misuse. */
     lua_getfield(L, opts, "timestamp_fields");
-    if (!lua_isnil(L, -1)) {
-        lua_pop(L, 1);
+    if (d->use_stamps && lua_isnil(L, -1))
+        luaL_error(L, "decoder option 'timestamps' = \"epoch\" needs 'timestamp_fields' (the paths "
+                      "to convert)");
+    lua_pop(L, 1);
+    if (d->use_stamps)
         tree_from_option(L, &d->stamps, opts, "timestamp_fields");
-    } else {
-        lua_pop(L, 1);
-        if (d->use_stamps) {
-            tree_init(L, &d->stamps);
-            for (int i = 0; default_stamp_fields[i]; i++) {
-                lua_pushstring(L, default_stamp_fields[i]);
-                tree_add_path(L, &d->stamps, "timestamp_fields", i + 1);
-                lua_pop(L, 1);
-            }
-        }
-    }
-    if (!d->use_stamps && d->stamps.nodes) {
-        free(d->stamps.nodes);
-        free(d->stamps.names);
-        memset(&d->stamps, 0, sizeof d->stamps);
-    }
     lua_getfield(L, opts, "shape");
     if (!lua_isnil(L, -1)) {
         const char *shape = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";

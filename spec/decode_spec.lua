@@ -4,6 +4,8 @@ local core = require("prefect.core")
 local cjson = require("cjson")
 local dataset = require("prefect.testing.dataset")
 local disk = require("disk")
+-- Prefect's timestamp fields: the decoder knows none of its own
+local STAMPS = require("prefect.options").TIMESTAMP_FIELDS
 
 local has_integers = math.type ~= nil
 -- Under valgrind (tools/valgrind.sh) the exhaustive loops take a stride instead of every step.
@@ -482,7 +484,7 @@ describe("prefect.core.decode", function()
     it("turns Prefect's timestamp fields into epoch seconds", function()
       local runs = cjson.decode(fixture).task_runs
       local s = cjson.encode(runs[1])
-      local v = core.decode(s, { timestamps = "epoch" })
+      local v = core.decode(s, { timestamps = "epoch", timestamp_fields = STAMPS })
       local plain = core.decode(s)
       for _, k in ipairs({ "created", "updated", "expected_start_time", "start_time", "end_time" }) do
         if plain[k] ~= nil then
@@ -498,7 +500,7 @@ describe("prefect.core.decode", function()
 
     it("matches by path from the root of each element, not by key anywhere", function()
       local doc = '[{"created":"2026-08-21T16:27:33Z","labels":{"created":"2026-08-21T16:27:33Z"}}]'
-      local v = core.decode(doc, { timestamps = "epoch" })
+      local v = core.decode(doc, { timestamps = "epoch", timestamp_fields = STAMPS })
       assert.equals(1787329653, v[1].created)
       assert.equals("2026-08-21T16:27:33Z", v[1].labels.created)
     end)
@@ -543,11 +545,24 @@ describe("prefect.core.decode", function()
       assert.equals("2026-08-21T16:27:33Z", v.created)
       v = core.decode('{"created":"2026-08-21T16:27:33Z"}', { timestamps = "string" })
       assert.equals("2026-08-21T16:27:33Z", v.created)
+      -- the list alone converts nothing: it says which fields, "epoch" says to convert them
+      v = core.decode('{"created":"2026-08-21T16:27:33Z"}', { timestamp_fields = { "created" } })
+      assert.equals("2026-08-21T16:27:33Z", v.created)
+    end)
+
+    it('need the list of fields with "epoch": the decoder knows no field names of its own', function()
+      local msg = "decoder option 'timestamps' = \"epoch\" needs 'timestamp_fields' (the paths to convert)"
+      local doc = '{"created":"2026-08-21T16:27:33Z"}'
+      assert.has_error(function() core.decode(doc, { timestamps = "epoch" }) end, msg)
+      assert.has_error(function() core.decoder({ timestamps = "epoch" }) end, msg)
+      -- an empty list is a list: nothing is converted
+      local v = core.decode(doc, { timestamps = "epoch", timestamp_fields = {} })
+      assert.equals("2026-08-21T16:27:33Z", v.created)
     end)
 
     it("combine with fields", function()
       local v = core.decode('{"id":"x","state":{"timestamp":"1970-01-01T00:01:00Z","type":"A"}}',
-        { timestamps = "epoch", fields = { "state.timestamp" } })
+        { timestamps = "epoch", timestamp_fields = STAMPS, fields = { "state.timestamp" } })
       assert.same({ state = { timestamp = 60 } }, v)
     end)
   end)
@@ -683,7 +698,8 @@ describe("prefect.core.decode", function()
         assert.same({ id = "r" }, core.decode(run, { fields = { "id" } }))
         assert.same({ state = { type = "T" } }, core.decode(run, { fields = { "state.type" } }))
         assert.same({ created = 10, state = { timestamp = 20 } },
-          core.decode(run, { fields = { "created", "state.timestamp" }, timestamps = "epoch" }))
+          core.decode(run, { fields = { "created", "state.timestamp" }, timestamps = "epoch",
+            timestamp_fields = STAMPS }))
         local all = core.decode(run)
         assert.equals("1970-01-01T00:00:10Z", all.created)
         assert.same({ id = "s", type = "T", timestamp = "1970-01-01T00:00:20Z" }, all.state)
@@ -855,8 +871,8 @@ describe("prefect.core.decoder", function()
   it("gives the same elements for every split point of a real page slice", function()
     local runs = cjson.decode(fixture).task_runs
     local s = cjson.encode({ runs[1], runs[2], runs[3] })
-    local want = core.decode(s, { null = cjson.null, timestamps = "epoch" })
-    local opts = { null = cjson.null, timestamps = "epoch" }
+    local opts = { null = cjson.null, timestamps = "epoch", timestamp_fields = STAMPS }
+    local want = core.decode(s, opts)
     for i = 0, #s, stride do
       local got, err = stream({ s:sub(1, i), s:sub(i + 1) }, opts, i % 2 == 0)
       assert.is_nil(err)

@@ -22,7 +22,8 @@ options.MAX_PAGE_SIZE = 200
 options.MAX_CONCURRENCY = 16
 
 --- Prefect's timestamp fields, the ones `timestamps = "epoch"` turns into
--- epoch seconds.
+-- epoch seconds: the only list of them (the C decoder knows no field names;
+-- prefect.transport.decoders passes this one).
 options.TIMESTAMP_FIELDS = {
    "created", "updated", "expected_start_time", "next_scheduled_start_time", "start_time",
    "end_time", "cache_expiration", "state.timestamp", "state.state_details.scheduled_time",
@@ -394,7 +395,6 @@ function options.decoder(defaults, call_opts, shape, need_id)
          if call_opts[k] ~= nil then d[k] = call_opts[k] end
       end
    end
-   if d.timestamps == "epoch" then d.timestamp_fields = options.TIMESTAMP_FIELDS end
    if need_id and d.fields then
       local has = false
       for _, f in ipairs(d.fields) do if f == "id" then has = true end end
