@@ -165,7 +165,7 @@ struct dec_stream {
      * is, whether a string "id" was seen), where the key being scanned at
      * id_depth starts, and whether the member value to come is an "id" */
     size_t obj_start, key_start;
-    int has_id, id_member;
+    int has_id, id_member, id_key; /* id_key: key_start is to be compared */
     /* a number or literal of the wrong shape, reported once it is complete
      * (bytes that are not JSON before that are a decode error) */
     int shape_pending;

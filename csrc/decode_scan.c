@@ -522,7 +522,7 @@ value_here:
             top->nulls++;
         if ((size_t)(e - p) >= 5 && same4(p, literals[d->lit]) && (d->lit != 1 || p[4] == 'e')) {
             p += 4 + (d->lit == 1);
-            goto done;
+            goto scalar_done;
         }
         d->litpos = 1;
         p++;
@@ -569,14 +569,25 @@ key:
         FAIL(p, "expected an object key");
 key_here:
     top->count++;
-    if (d->depth == d->id_depth)
-        d->key_start = POS(p) + 1;
+    if (d->depth == d->id_depth) {
+        /* A key is told from its first bytes, unless an escape is among
+         * them or the input ends first: then from all of them, at its end. */
+        if (e - p >= 4 && p[1] != '\\' && p[2] != '\\') {
+            d->id_member = same4(p, "\"id\"");
+        } else {
+            d->id_key = 1;
+            d->key_start = POS(p) + 1;
+        }
+    }
     p++;
     goto kstr;
 
 key_end: /* p is just past a key's closing quote */
-    if (d->depth == d->id_depth && d->key_start >= d->base)
-        d->id_member = key_is_id(b + (d->key_start - d->base), POS(p) - 1 - d->key_start);
+    if (d->id_key) {
+        d->id_key = 0;
+        if (d->key_start >= d->base)
+            d->id_member = key_is_id(b + (d->key_start - d->base), POS(p) - 1 - d->key_start);
+    }
     goto colon;
 
 colon:
@@ -617,8 +628,6 @@ close : {
 }
     /* fall through: a container is a value that is done */
 done: /* a value ended just before p */
-    if (d->shape_pending)
-        CHECK(shape_settle(d));
     if (d->depth == d->elem_depth) {
         d->in_elem = 0;
         if (push_elem(d, POS(p)) < 0)
@@ -802,7 +811,7 @@ n_zero:
     }
     if (c - '0' < 10)
         FAIL(p, "invalid number (leading zero)");
-    goto done;
+    goto scalar_done;
 n_int:
     while (p < e && (unsigned)(*p - '0') < 10)
         p++;
@@ -816,7 +825,7 @@ n_int:
             goto n_dot;
         goto n_e;
     }
-    goto done;
+    goto scalar_done;
 n_dot:
     NEED_NUM(N_DOT);
     if ((unsigned)(*p - '0') >= 10)
@@ -831,7 +840,7 @@ n_frac:
         p++;
         goto n_e;
     }
-    goto done;
+    goto scalar_done;
 n_e:
     NEED_NUM(N_E);
     c = *p;
@@ -853,7 +862,7 @@ n_exp:
     while (p < e && (unsigned)(*p - '0') < 10)
         p++;
     NEED_NUM(N_EXP);
-    goto done;
+    goto scalar_done;
 
 lit:
     while (literals[d->lit][d->litpos]) {
@@ -863,6 +872,11 @@ lit:
         p++;
         d->litpos++;
     }
+    goto scalar_done;
+
+scalar_done: /* a number or a literal ended just before p */
+    if (d->shape_pending)
+        CHECK(shape_settle(d));
     goto done;
 
 end:
@@ -978,7 +992,7 @@ void dec_clear(dec_stream *d)
     d->elem_depth = -1;
     d->in_elem = 0;
     d->finished = d->failed = d->building = 0;
-    d->has_id = d->id_member = d->shape_pending = 0;
+    d->has_id = d->id_member = d->id_key = d->shape_pending = 0;
     d->err_msg[0] = 0;
     d->err_off = 0;
     d->err_kind = "decode";
