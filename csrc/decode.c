@@ -48,7 +48,8 @@
  * contain dots. Arrays pass a path through to their elements; a value on a
  * partial path that is not an object is kept whole.
  *
- * Files: decode_scan.c (the scanner), decode_build.c (the builder),
+ * Files: decode_scan.c (the scanner), decode_shape.c (the shape option's
+ * checks, which the scanner calls), decode_build.c (the builder),
  * decode_time.c (timestamps), this file (options, the userdata and its
  * methods), decode_internal.h (what they share). */
 #include <stdio.h>

@@ -255,6 +255,25 @@ int dec_scan(dec_stream *d);
 /* Forgets the document, keeping the options and the buffers. */
 void dec_clear(dec_stream *d);
 
+/* decode_shape.c: the shape option's checks (0, or -1 with the error
+ * recorded). p is at the first byte of a value, pos its offset. */
+
+/* The document's value starts. */
+int dec_shape_top(dec_stream *d, const unsigned char *p, size_t pos);
+/* A value that must be a task run (an object) starts. */
+int dec_shape_object(dec_stream *d, const unsigned char *p, size_t pos);
+/* The value of a task run's "id" member starts. */
+int dec_shape_id(dec_stream *d, const unsigned char *p, size_t pos);
+/* A task run's object closes. */
+int dec_shape_close(dec_stream *d);
+/* A count's number has a fraction or an exponent, at pos. */
+int dec_shape_integer(dec_stream *d, size_t pos);
+/* The number or literal of the wrong shape held back (d->shape_pending)
+ * is complete: the error. */
+int dec_shape_settle(dec_stream *d);
+/* Whether a key's bytes s[0..n), escapes and all, spell "id". */
+int dec_key_is_id(const unsigned char *s, size_t n);
+
 /* decode_build.c */
 
 /* Builds the element at the head of the queue and pushes it; uv is the

@@ -42,179 +42,6 @@ void dec_fail(dec_stream *d, size_t off, const char *what)
     dec_fail_as(d, off, "decode", what);
 }
 
-/* ----------------------------------------------------------- the shape */
-
-/* What a value that starts with byte c is, for the shape errors; NULL when
- * no JSON value starts so (then the grammar's error is the one reported). */
-static const char *value_kind(unsigned c)
-{
-    switch (c) {
-    case '{':
-        return "an object";
-    case '[':
-        return "an array";
-    case '"':
-        return "a string";
-    case 't':
-    case 'f':
-        return "a boolean";
-    case 'n':
-        return "null";
-    case '-':
-        return "a negative number";
-    default:
-        return c - '0' < 10 ? "a number" : NULL;
-    }
-}
-
-/* The shape errors are "protocol" errors: well-formed JSON, not what was
- * asked for. Returns -1. */
-static int shape_fail(dec_stream *d, size_t off, const char *what)
-{
-    dec_fail_as(d, off, "protocol", what);
-    return -1;
-}
-
-/* A value of the wrong shape starts with byte c at offset pos. An object,
- * an array or a string is known to be one from its first byte; a number or
- * a literal only once it is complete (see shape_settle), so that bytes that
- * are not JSON ("nope") stay a decode error. 0, or -1 with the error. */
-static int shape_wrong(dec_stream *d, unsigned c, size_t pos, const char *what)
-{
-    if (c == '{' || c == '[' || c == '"')
-        return shape_fail(d, pos, what);
-    if (!d->shape_pending) {
-        d->shape_pending = 1;
-        d->pending_off = pos;
-        snprintf(d->pending_msg, sizeof d->pending_msg, "%s", what);
-    }
-    return 0;
-}
-
-/* The number or literal that shape_wrong held back is complete. */
-static int shape_settle(dec_stream *d)
-{
-    d->shape_pending = 0;
-    return shape_fail(d, d->pending_off, d->pending_msg);
-}
-
-/* The value starting at p (offset pos) must be a task run: an object. */
-static int shape_object(dec_stream *d, const unsigned char *p, size_t pos)
-{
-    const char *kind = value_kind(*p);
-    char what[96];
-    if (*p == '{') {
-        d->has_id = 0;
-        d->obj_start = pos;
-        return 0;
-    }
-    if (!kind)
-        return 0;
-    if (d->shape == SHAPE_RUNS)
-        snprintf(what, sizeof what, "expected task run %zu to be an object, got %s",
-                 d->frames[0].count, kind);
-    else
-        snprintf(what, sizeof what, "expected a task run object, got %s", kind);
-    return shape_wrong(d, *p, pos, what);
-}
-
-/* The document's value, starting at p (offset pos). */
-static int shape_top(dec_stream *d, const unsigned char *p, size_t pos)
-{
-    const char *kind = value_kind(*p), *want;
-    char what[96];
-    switch (d->shape) {
-    case SHAPE_RUN:
-        return shape_object(d, p, pos);
-    case SHAPE_RUNS:
-        if (*p == '[')
-            return 0;
-        want = "an array of task runs";
-        break;
-    default:
-        if ((unsigned)(*p - '0') < 10)
-            return 0;
-        want = "a count (an integer >= 0)";
-        break;
-    }
-    if (!kind)
-        return 0;
-    snprintf(what, sizeof what, "expected %s, got %s", want, kind);
-    return shape_wrong(d, *p, pos, what);
-}
-
-/* Whether the key s[0..n) (its bytes between the quotes, escapes and all)
- * is "id"; a key may spell it with \u escapes. */
-static int key_is_id(const unsigned char *s, size_t n)
-{
-    static const char want[] = "id";
-    size_t i = 0;
-    if (n == 2)
-        return s[0] == 'i' && s[1] == 'd';
-    if (n > 12)
-        return 0;
-    for (int k = 0; k < 2; k++) {
-        unsigned c = 0;
-        if (i >= n)
-            return 0;
-        if (s[i] == '\\') {
-            if (n - i < 6 || s[i + 1] != 'u')
-                return 0;
-            for (int j = 2; j < 6; j++) {
-                unsigned h = s[i + j];
-                c = c << 4 | (h <= '9' ? h - '0' : (h | 0x20) - 'a' + 10);
-            }
-            i += 6;
-        } else {
-            c = s[i++];
-        }
-        if (c != (unsigned char)want[k])
-            return 0;
-    }
-    return i == n;
-}
-
-/* An "id" member's value, starting at p (offset pos): a string. Every "id"
- * of an object is checked, so the one the builder keeps (the last) is too. */
-static int shape_id(dec_stream *d, const unsigned char *p, size_t pos)
-{
-    const char *kind = value_kind(*p);
-    char what[96];
-    d->id_member = 0;
-    if (*p == '"') {
-        d->has_id = 1;
-        return 0;
-    }
-    if (!kind)
-        return 0;
-    if (d->shape == SHAPE_RUNS)
-        snprintf(what, sizeof what, "expected the \"id\" of task run %zu to be a string, got %s",
-                 d->frames[0].count, kind);
-    else
-        snprintf(what, sizeof what, "expected the task run's \"id\" to be a string, got %s", kind);
-    return shape_wrong(d, *p, pos, what);
-}
-
-/* A task run's object closes: it must have had a string "id". */
-static int shape_close(dec_stream *d)
-{
-    char what[64];
-    if (d->has_id)
-        return 0;
-    if (d->shape == SHAPE_RUNS)
-        snprintf(what, sizeof what, "task run %zu has no \"id\"", d->frames[0].count);
-    else
-        snprintf(what, sizeof what, "the task run has no \"id\"");
-    return shape_fail(d, d->obj_start, what);
-}
-
-/* A count's number goes on with a fraction or an exponent at offset pos. */
-static int shape_integer(dec_stream *d, size_t pos)
-{
-    return shape_wrong(d, '0', pos,
-                       "expected a count (an integer >= 0), got a number that is not an integer");
-}
-
 /* -------------------------------------------------------------- scanner */
 
 /* 0: plain string byte; 1: '"'; 2: '\\'; 3: control; 4: not ASCII */
@@ -486,7 +313,7 @@ elem: /* a value in an array, after ',' */
 elem_here:
     top->count++;
     if (d->depth + 1 == d->id_depth)
-        CHECK(shape_object(d, p, POS(p)));
+        CHECK(dec_shape_object(d, p, POS(p)));
     if (d->depth == d->elem_depth)
         goto elem_begin;
     goto value_here;
@@ -494,7 +321,7 @@ top: /* the document's value */
     SKIP_WS;
     NEED(ST_TOP);
     if (d->shape != SHAPE_ANY)
-        CHECK(shape_top(d, p, POS(p)));
+        CHECK(dec_shape_top(d, p, POS(p)));
     d->elem_depth = d->split && *p == '[' ? 1 : 0;
     if (d->elem_depth == 0) {
     elem_begin:
@@ -508,7 +335,7 @@ value: /* an object member's value: never an element */
     SKIP_WS;
     NEED(ST_VALUE);
     if (d->id_member)
-        CHECK(shape_id(d, p, POS(p)));
+        CHECK(dec_shape_id(d, p, POS(p)));
 value_here:
     /* tests in the order of how often Prefect's values start so */
     c = *p;
@@ -586,7 +413,7 @@ key_end: /* p is just past a key's closing quote */
     if (d->id_key) {
         d->id_key = 0;
         if (d->key_start >= d->base)
-            d->id_member = key_is_id(b + (d->key_start - d->base), POS(p) - 1 - d->key_start);
+            d->id_member = dec_key_is_id(b + (d->key_start - d->base), POS(p) - 1 - d->key_start);
     }
     goto colon;
 
@@ -615,7 +442,7 @@ after:
 close : {
     dec_frame *f = top;
     if (d->depth == d->id_depth)
-        CHECK(shape_close(d));
+        CHECK(dec_shape_close(d));
     top = --d->depth > 0 ? f - 1 : NULL;
     if (f->recorded) {
         dec_rec *r = &d->recs[f->rec - d->rec_base];
@@ -803,7 +630,7 @@ n_zero:
     c = *p;
     if (c == '.' || c == 'e' || c == 'E') {
         if (d->shape == SHAPE_COUNT)
-            CHECK(shape_integer(d, POS(p)));
+            CHECK(dec_shape_integer(d, POS(p)));
         p++;
         if (c == '.')
             goto n_dot;
@@ -819,7 +646,7 @@ n_int:
     c = *p;
     if (c == '.' || c == 'e' || c == 'E') {
         if (d->shape == SHAPE_COUNT)
-            CHECK(shape_integer(d, POS(p)));
+            CHECK(dec_shape_integer(d, POS(p)));
         p++;
         if (c == '.')
             goto n_dot;
@@ -876,7 +703,7 @@ lit:
 
 scalar_done: /* a number or a literal ended just before p */
     if (d->shape_pending)
-        CHECK(shape_settle(d));
+        CHECK(dec_shape_settle(d));
     goto done;
 
 end:
@@ -970,7 +797,7 @@ void dec_finish(dec_stream *d)
     if (d->st == ST_NUM && d->depth == 0 &&
         (d->nst == N_ZERO || d->nst == N_INT || d->nst == N_FRAC || d->nst == N_EXP)) {
         if (d->shape_pending) {
-            shape_settle(d);
+            dec_shape_settle(d);
             return;
         }
         if (d->elem_depth == 0 && push_elem(d, d->base + d->len) < 0) {
