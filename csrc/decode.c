@@ -23,51 +23,48 @@
  * decoder then reports itself failed.
  *
  * Lua API (its place among the modules: docs/architecture.md):
- *   decode(str [, opts])  -> value | nil, errmsg, byte_offset
+ *   decode(str [, opts])  -> value | nil, err
  *   decoder([opts])       -> d with d:feed(s), d:finish(), d:next(), d:done(), d:reset()
- * Byte offsets are 1-based, like string.sub. Once a decoder has failed,
- * d:next() still hands out the elements completed before the error, then
- * returns nil, errmsg, byte_offset on every call until d:reset().
+ * err is the core's error table (core_error.h): {kind = "decode" (not
+ * JSON), "too_large" (past max_size) or "protocol" (JSON of the wrong
+ * shape), message = "... at byte N near '...'", offset = N}; offsets are
+ * 1-based, like string.sub. Once a decoder has failed, d:next() still hands
+ * out the elements completed before the error, then returns nil, err on
+ * every call until d:reset().
  *
  * Options: null (value for JSON null; default: object members that are null
  * are absent, and null array elements are core.null so array lengths stay
  * right), array_mt (metatable for every array, so empty arrays and objects
  * differ), fields (paths to keep), timestamps = "epoch" with
- * timestamp_fields (paths to convert), max_depth, max_size.
+ * timestamp_fields (paths to convert; required with "epoch", ignored
+ * otherwise: the decoder knows no field names), max_depth, max_size, shape (what
+ * the document must be, checked by the scanner as the bytes arrive, a
+ * "protocol" error otherwise: "runs", an array of objects that each have a
+ * string "id"; "run", one such object; "count", a JSON integer >= 0). The
+ * "id" is looked for in the document, whatever fields keeps.
  * Paths are matched from the root of each element (each task run), through
  * objects: "state.type" is member "type" of member "state". A path can also
  * be given as a list of keys, {"labels", "prefect.flow.id"}, for keys that
  * contain dots. Arrays pass a path through to their elements; a value on a
  * partial path that is not an object is kept whole.
  *
- * Files: decode_scan.c (the scanner), decode_build.c (the builder),
+ * Files: decode_scan.c (the scanner), decode_shape.c (the shape option's
+ * checks, which the scanner calls), decode_build.c (the builder),
  * decode_time.c (timestamps), this file (options, the userdata and its
  * methods), decode_internal.h (what they share). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core_error.h"
 #include "decode_internal.h"
 
-static const char *const default_stamp_fields[] = {"created",
-                                                   "updated",
-                                                   "expected_start_time",
-                                                   "next_scheduled_start_time",
-                                                   "start_time",
-                                                   "end_time",
-                                                   "cache_expiration",
-                                                   "state.timestamp",
-                                                   "state.state_details.scheduled_time",
-                                                   "state.state_details.cache_expiration",
-                                                   "state.state_details.pause_timeout",
-                                                   NULL};
-
-static int push_error(lua_State *L, const dec_stream *d)
+int dec_push_error(lua_State *L, const dec_stream *d)
 {
-    lua_pushnil(L);
-    lua_pushstring(L, d->err_msg);
+    core_push_error(L, d->err_kind ? d->err_kind : "decode", d->err_msg);
     lua_pushinteger(L, (lua_Integer)d->err_off);
-    return 3;
+    lua_setfield(L, -2, "offset");
+    return 2;
 }
 
 int dec_next(lua_State *L, int idx)
@@ -89,7 +86,7 @@ int dec_next(lua_State *L, int idx)
         return 1;
     }
     if (d->failed)
-        return push_error(L, d);
+        return dec_push_error(L, d);
     lua_pushnil(L);
     return 1;
 }
@@ -224,8 +221,10 @@ static size_t size_option(lua_State *L, int opts, const char *opt, size_t dflt, 
 
 static void read_options(lua_State *L, dec_stream *d, int opts, int uv)
 {
-    static const char *const known[] = {"null",      "array_mt",         "fields",   "timestamps",
-                                        "max_depth", "timestamp_fields", "max_size", NULL};
+    static const char *const known[] = {"null",       "array_mt",  "fields",
+                                        "timestamps", "max_depth", "timestamp_fields",
+                                        "max_size",   "shape",     NULL};
+    static const char *const shapes[] = {"runs", "run", "count", NULL};
     d->max_depth = DEC_DEFAULT_MAX_DEPTH;
     d->max_size = DEC_DEFAULT_MAX_SIZE;
     if (!opts)
@@ -271,26 +270,28 @@ static void read_options(lua_State *L, dec_stream *d, int opts, int uv)
         d->use_stamps = strcmp(ts, "epoch") == 0;
     }
     lua_pop(L, 1);
+    /* Which fields are timestamps is the caller's knowledge (prefect.options
+     * holds Prefect's): converting none of them silently would be a
+     * surprise, so "epoch" without the list is misuse. */
     lua_getfield(L, opts, "timestamp_fields");
-    if (!lua_isnil(L, -1)) {
-        lua_pop(L, 1);
+    if (d->use_stamps && lua_isnil(L, -1))
+        luaL_error(L, "decoder option 'timestamps' = \"epoch\" needs 'timestamp_fields' (the paths "
+                      "to convert)");
+    lua_pop(L, 1);
+    if (d->use_stamps)
         tree_from_option(L, &d->stamps, opts, "timestamp_fields");
-    } else {
-        lua_pop(L, 1);
-        if (d->use_stamps) {
-            tree_init(L, &d->stamps);
-            for (int i = 0; default_stamp_fields[i]; i++) {
-                lua_pushstring(L, default_stamp_fields[i]);
-                tree_add_path(L, &d->stamps, "timestamp_fields", i + 1);
-                lua_pop(L, 1);
-            }
-        }
+    lua_getfield(L, opts, "shape");
+    if (!lua_isnil(L, -1)) {
+        const char *shape = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
+        int i;
+        for (i = 0; shapes[i] && strcmp(shapes[i], shape) != 0; i++)
+            ;
+        if (!shapes[i])
+            luaL_error(L, "decoder option 'shape': \"runs\", \"run\" or \"count\" expected");
+        d->shape = SHAPE_RUNS + i;
+        d->id_depth = d->shape == SHAPE_RUNS ? 2 : d->shape == SHAPE_RUN ? 1 : 0;
     }
-    if (!d->use_stamps && d->stamps.nodes) {
-        free(d->stamps.nodes);
-        free(d->stamps.names);
-        memset(&d->stamps, 0, sizeof d->stamps);
-    }
+    lua_pop(L, 1);
     d->max_depth = (int)size_option(L, opts, "max_depth", DEC_DEFAULT_MAX_DEPTH, DEC_MAX_DEPTH);
     d->max_size = size_option(L, opts, "max_size", DEC_DEFAULT_MAX_SIZE,
                               (size_t)1 << (sizeof(size_t) > 4 ? 50 : 31));
@@ -345,6 +346,7 @@ static void dec_release(dec_stream *d)
     free(d->stamps.names);
     memset(d, 0, sizeof *d);
     d->failed = d->closed = 1;
+    d->err_kind = "decode";
     snprintf(d->err_msg, sizeof d->err_msg, "decoder closed");
 }
 
@@ -410,7 +412,7 @@ static int l_decode(lua_State *L)
     share_keys(L, d, ud);
     if (n > d->max_size) {
         dec_append(d, s, n); /* records the size error */
-        return push_error(L, d);
+        return dec_push_error(L, d);
     }
     /* a task-run page has a container every 160 bytes or so: one
      * allocation instead of a string of doublings */
@@ -444,7 +446,7 @@ static int l_decode(lua_State *L)
         d->recs_cap = 0;
     }
     if (d->failed)
-        return push_error(L, d);
+        return dec_push_error(L, d);
     return 1;
 }
 
@@ -454,7 +456,7 @@ static int l_feed(lua_State *L)
     size_t n;
     const char *s = luaL_checklstring(L, 2, &n);
     if (dec_append(d, s, n) < 0)
-        return push_error(L, d);
+        return dec_push_error(L, d);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -464,7 +466,7 @@ static int l_finish(lua_State *L)
     dec_stream *d = dec_check(L, 1);
     dec_finish(d);
     if (d->failed)
-        return push_error(L, d);
+        return dec_push_error(L, d);
     lua_pushboolean(L, 1);
     return 1;
 }

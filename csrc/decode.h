@@ -41,6 +41,11 @@ void dec_finish(dec_stream *d);
  * returns how many (see the module documentation in decode.c). */
 int dec_next(lua_State *L, int idx);
 
+/* Pushes nil and the failed decoder's error, {kind = "decode" (not JSON),
+ * "too_large" (past max_size) or "protocol" (JSON of the wrong shape),
+ * message = "... at byte N near '...'", offset = N (1-based)}; returns 2. */
+int dec_push_error(lua_State *L, const dec_stream *d);
+
 /* Parses an RFC 3339 date-time ("2026-08-21T16:27:33.512044Z"; 'T', 't' or
  * ' ' between date and time; 0 to 9 fraction digits; "Z", "+HH:MM", "-HH:MM"
  * or nothing, which means UTC) into Unix epoch seconds. Returns 1, or 0 when

@@ -44,6 +44,12 @@ enum scan_state {
 
 enum num_state { N_MINUS, N_ZERO, N_INT, N_DOT, N_FRAC, N_E, N_ESIGN, N_EXP };
 
+/* What the document must be (the shape option), checked by the scanner as
+ * the bytes arrive: anything; an array of objects that each have a string
+ * "id" (a page of task runs); one such object (a task run); a JSON integer
+ * >= 0 (a count). */
+enum dec_shape { SHAPE_ANY, SHAPE_RUNS, SHAPE_RUN, SHAPE_COUNT };
+
 typedef struct dec_rec {
     size_t count; /* members of this object or array */
     size_t nulls; /* members of this object whose value is null */
@@ -137,6 +143,10 @@ struct dec_stream {
     size_t max_size;
     int max_depth;
     int split; /* hand out top-level array elements one by one */
+    int shape; /* enum dec_shape */
+    /* d->depth inside the objects that must have a string "id" (2 for
+     * SHAPE_RUNS, 1 for SHAPE_RUN); 0, which no key is at, otherwise */
+    int id_depth;
     int has_null, has_array_mt, use_fields, use_stamps;
     dec_tree fields, stamps;
 
@@ -151,10 +161,21 @@ struct dec_stream {
     size_t esc_start;
     dec_frame *frames;
     int elem_depth; /* depth of the values handed out; -1 until known */
+    /* the shape check: the object being scanned at id_depth (where its '{'
+     * is, whether a string "id" was seen), where the key being scanned at
+     * id_depth starts, and whether the member value to come is an "id" */
+    size_t obj_start, key_start;
+    int has_id, id_member, id_key; /* id_key: key_start is to be compared */
+    /* a number or literal of the wrong shape, reported once it is complete
+     * (bytes that are not JSON before that are a decode error) */
+    int shape_pending;
+    size_t pending_off;
+    char pending_msg[96];
     int in_elem, elem_escapes;
     size_t elem_start, elem_rec;
     int finished, failed, building, closed;
     size_t err_off;
+    const char *err_kind; /* "decode", "too_large" or "protocol" */
     char err_msg[200];
 
     dec_rec *recs; /* recs[i] is record rec_base + i */
@@ -222,14 +243,36 @@ static inline const char *find_quote(const char *p, const char *end)
 
 /* decode_scan.c */
 
-/* Records the first error: its message, with an excerpt, and its offset. */
+/* Records the first error: its message, with an excerpt, and its offset.
+ * dec_fail's kind is "decode" (the bytes are not JSON); dec_fail_as names
+ * another (a static string). */
 void dec_fail(dec_stream *d, size_t off, const char *what);
+void dec_fail_as(dec_stream *d, size_t off, const char *kind, const char *what);
 
 /* Scans buf[scan..len). Returns 0, or -1 with the error recorded. */
 int dec_scan(dec_stream *d);
 
 /* Forgets the document, keeping the options and the buffers. */
 void dec_clear(dec_stream *d);
+
+/* decode_shape.c: the shape option's checks (0, or -1 with the error
+ * recorded). p is at the first byte of a value, pos its offset. */
+
+/* The document's value starts. */
+int dec_shape_top(dec_stream *d, const unsigned char *p, size_t pos);
+/* A value that must be a task run (an object) starts. */
+int dec_shape_object(dec_stream *d, const unsigned char *p, size_t pos);
+/* The value of a task run's "id" member starts. */
+int dec_shape_id(dec_stream *d, const unsigned char *p, size_t pos);
+/* A task run's object closes. */
+int dec_shape_close(dec_stream *d);
+/* A count's number has a fraction or an exponent, at pos. */
+int dec_shape_integer(dec_stream *d, size_t pos);
+/* The number or literal of the wrong shape held back (d->shape_pending)
+ * is complete: the error. */
+int dec_shape_settle(dec_stream *d);
+/* Whether a key's bytes s[0..n), escapes and all, spell "id". */
+int dec_key_is_id(const unsigned char *s, size_t n);
 
 /* decode_build.c */
 

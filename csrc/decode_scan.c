@@ -11,13 +11,14 @@
 
 /* ---------------------------------------------------------------- errors */
 
-void dec_fail(dec_stream *d, size_t off, const char *what)
+void dec_fail_as(dec_stream *d, size_t off, const char *kind, const char *what)
 {
     char near[64];
     size_t n = 0;
     if (d->failed)
         return;
     d->failed = 1;
+    d->err_kind = kind;
     d->err_off = off + 1;
     if (d->buf && off >= d->base && off < d->base + d->len) {
         const unsigned char *s = (const unsigned char *)d->buf + (off - d->base);
@@ -34,6 +35,11 @@ void dec_fail(dec_stream *d, size_t off, const char *what)
         snprintf(d->err_msg, sizeof d->err_msg, "%s at byte %zu near '%s'", what, d->err_off, near);
     else
         snprintf(d->err_msg, sizeof d->err_msg, "%s at byte %zu", what, d->err_off);
+}
+
+void dec_fail(dec_stream *d, size_t off, const char *what)
+{
+    dec_fail_as(d, off, "decode", what);
 }
 
 /* -------------------------------------------------------------- scanner */
@@ -306,12 +312,16 @@ elem: /* a value in an array, after ',' */
     NEED(ST_ELEM);
 elem_here:
     top->count++;
+    if (d->depth + 1 == d->id_depth)
+        CHECK(dec_shape_object(d, p, POS(p)));
     if (d->depth == d->elem_depth)
         goto elem_begin;
     goto value_here;
 top: /* the document's value */
     SKIP_WS;
     NEED(ST_TOP);
+    if (d->shape != SHAPE_ANY)
+        CHECK(dec_shape_top(d, p, POS(p)));
     d->elem_depth = d->split && *p == '[' ? 1 : 0;
     if (d->elem_depth == 0) {
     elem_begin:
@@ -324,6 +334,8 @@ top: /* the document's value */
 value: /* an object member's value: never an element */
     SKIP_WS;
     NEED(ST_VALUE);
+    if (d->id_member)
+        CHECK(dec_shape_id(d, p, POS(p)));
 value_here:
     /* tests in the order of how often Prefect's values start so */
     c = *p;
@@ -337,7 +349,7 @@ value_here:
             top->nulls++;
         if ((size_t)(e - p) >= 5 && same4(p, literals[d->lit]) && (d->lit != 1 || p[4] == 'e')) {
             p += 4 + (d->lit == 1);
-            goto done;
+            goto scalar_done;
         }
         d->litpos = 1;
         p++;
@@ -384,8 +396,26 @@ key:
         FAIL(p, "expected an object key");
 key_here:
     top->count++;
+    if (d->depth == d->id_depth) {
+        /* A key is told from its first bytes, unless an escape is among
+         * them or the input ends first: then from all of them, at its end. */
+        if (e - p >= 4 && p[1] != '\\' && p[2] != '\\') {
+            d->id_member = same4(p, "\"id\"");
+        } else {
+            d->id_key = 1;
+            d->key_start = POS(p) + 1;
+        }
+    }
     p++;
     goto kstr;
+
+key_end: /* p is just past a key's closing quote */
+    if (d->id_key) {
+        d->id_key = 0;
+        if (d->key_start >= d->base)
+            d->id_member = dec_key_is_id(b + (d->key_start - d->base), POS(p) - 1 - d->key_start);
+    }
+    goto colon;
 
 colon:
     SKIP_WS;
@@ -411,6 +441,8 @@ after:
 
 close : {
     dec_frame *f = top;
+    if (d->depth == d->id_depth)
+        CHECK(dec_shape_close(d));
     top = --d->depth > 0 ? f - 1 : NULL;
     if (f->recorded) {
         dec_rec *r = &d->recs[f->rec - d->rec_base];
@@ -472,7 +504,7 @@ str:
 vstr:
     STRING_LOOP(v, done)
 kstr:
-    STRING_LOOP(k, colon)
+    STRING_LOOP(k, key_end)
 #undef STRING_LOOP
 
 str_slow:
@@ -596,31 +628,31 @@ n_minus:
 n_zero:
     NEED_NUM(N_ZERO);
     c = *p;
-    if (c == '.') {
+    if (c == '.' || c == 'e' || c == 'E') {
+        if (d->shape == SHAPE_COUNT)
+            CHECK(dec_shape_integer(d, POS(p)));
         p++;
-        goto n_dot;
-    }
-    if (c == 'e' || c == 'E') {
-        p++;
+        if (c == '.')
+            goto n_dot;
         goto n_e;
     }
     if (c - '0' < 10)
         FAIL(p, "invalid number (leading zero)");
-    goto done;
+    goto scalar_done;
 n_int:
     while (p < e && (unsigned)(*p - '0') < 10)
         p++;
     NEED_NUM(N_INT);
     c = *p;
-    if (c == '.') {
+    if (c == '.' || c == 'e' || c == 'E') {
+        if (d->shape == SHAPE_COUNT)
+            CHECK(dec_shape_integer(d, POS(p)));
         p++;
-        goto n_dot;
-    }
-    if (c == 'e' || c == 'E') {
-        p++;
+        if (c == '.')
+            goto n_dot;
         goto n_e;
     }
-    goto done;
+    goto scalar_done;
 n_dot:
     NEED_NUM(N_DOT);
     if ((unsigned)(*p - '0') >= 10)
@@ -635,7 +667,7 @@ n_frac:
         p++;
         goto n_e;
     }
-    goto done;
+    goto scalar_done;
 n_e:
     NEED_NUM(N_E);
     c = *p;
@@ -657,7 +689,7 @@ n_exp:
     while (p < e && (unsigned)(*p - '0') < 10)
         p++;
     NEED_NUM(N_EXP);
-    goto done;
+    goto scalar_done;
 
 lit:
     while (literals[d->lit][d->litpos]) {
@@ -667,6 +699,11 @@ lit:
         p++;
         d->litpos++;
     }
+    goto scalar_done;
+
+scalar_done: /* a number or a literal ended just before p */
+    if (d->shape_pending)
+        CHECK(dec_shape_settle(d));
     goto done;
 
 end:
@@ -717,7 +754,7 @@ int dec_append(dec_stream *d, const char *bytes, size_t len)
     if (len > d->max_size - (d->base + d->len)) {
         char what[80];
         snprintf(what, sizeof what, "document larger than max_size (%zu bytes)", d->max_size);
-        dec_fail(d, d->max_size, what);
+        dec_fail_as(d, d->max_size, "too_large", what);
         return -1;
     }
     if (len > d->cap - d->len) {
@@ -759,6 +796,10 @@ void dec_finish(dec_stream *d)
     /* a bare top-level number ends with the input */
     if (d->st == ST_NUM && d->depth == 0 &&
         (d->nst == N_ZERO || d->nst == N_INT || d->nst == N_FRAC || d->nst == N_EXP)) {
+        if (d->shape_pending) {
+            dec_shape_settle(d);
+            return;
+        }
         if (d->elem_depth == 0 && push_elem(d, d->base + d->len) < 0) {
             dec_fail(d, d->base + d->len, "out of memory");
             return;
@@ -778,8 +819,10 @@ void dec_clear(dec_stream *d)
     d->elem_depth = -1;
     d->in_elem = 0;
     d->finished = d->failed = d->building = 0;
+    d->has_id = d->id_member = d->id_key = d->shape_pending = 0;
     d->err_msg[0] = 0;
     d->err_off = 0;
+    d->err_kind = "decode";
     d->rec_base = d->nrecs = 0;
     d->head = d->tail = 0;
 }

@@ -1,10 +1,12 @@
-/* Transport errors as plain Lua tables: { kind, message, url, code }. The
+/* Transport errors as the core's error tables (core_error.h), with the
+ * transport's fields: { kind, message, url, code }. The
  * URL in them never carries credentials or query values, because error
  * values end up in logs. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core_error.h"
 #include "http_internal.h"
 
 /* The URL without user:password@ and with every query value dropped
@@ -150,12 +152,7 @@ const char *http_error_kind(const http_request *r)
 
 int http_push_error(lua_State *L, const char *kind, const char *message, const char *url, int code)
 {
-    lua_pushnil(L);
-    lua_createtable(L, 0, 4);
-    lua_pushstring(L, kind);
-    lua_setfield(L, -2, "kind");
-    lua_pushstring(L, message);
-    lua_setfield(L, -2, "message");
+    core_push_error(L, kind, message);
     if (url) {
         lua_pushstring(L, url);
         lua_setfield(L, -2, "url");
@@ -188,6 +185,15 @@ static void http_push_curl_message(lua_State *L, const http_request *r)
 int http_push_transfer_error(lua_State *L, const http_request *r)
 {
     const char *kind = http_error_kind(r);
+    if (r->stop == HTTP_STOP_DECODE && r->dec) {
+        /* the decoder's own error, with its kind and offset */
+        dec_push_error(L, r->dec);
+        if (r->url) {
+            lua_pushstring(L, r->url);
+            lua_setfield(L, -2, "url");
+        }
+        return 2;
+    }
     switch (r->stop) {
     case HTTP_STOP_TOO_LARGE: {
         char text[96];

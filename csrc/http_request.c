@@ -461,17 +461,14 @@ static int http_take(lua_State *L, http_request *r, int dec_idx)
         lua_settop(L, top + 1);
         return 1;
     }
-    if (n >= 2 && lua_type(L, top + 2) == LUA_TSTRING) {
-        const char *msg = lua_tostring(L, top + 2);
-        /* A broken body cannot be resumed; stop reading it. */
+    if (n >= 2 && lua_istable(L, top + 2)) {
+        /* The decoder's error table goes out as it is, with the URL. A
+         * broken body cannot be resumed; stop reading it. */
         http_transfer_stop(r, HTTP_STOP_DECODE);
-        http_push_error(L, "decode", msg, r->url, -1);
-        if (n >= 3 && lua_type(L, top + 3) == LUA_TNUMBER) {
-            lua_pushvalue(L, top + 3);
-            lua_setfield(L, -2, "offset");
+        if (r->url) {
+            lua_pushstring(L, r->url);
+            lua_setfield(L, top + 2, "url");
         }
-        lua_replace(L, top + 2);
-        lua_replace(L, top + 1);
         lua_settop(L, top + 2);
         return 2;
     }

@@ -1,12 +1,13 @@
 /* libFuzzer target for the streaming decoder (csrc/decode*.c).
  *
  * Input: one flag byte, then the document. The flags pick decoder options and
- * how the document is cut into feed() slices. For every input the document is
+ * how the document is cut into feed() slices; a hash of the input picks
+ * max_size and the shape option. For every input the document is
  * decoded in one shot and streamed through feed/next at pseudo-random split
  * points; the two must agree: both succeed with equal values (element by
  * element for a top-level array, with integer/float subtypes and the sign of
- * zero compared), or both fail at the same byte offset with the same message
- * (but for max_size, which decode() checks before reading). Any disagreement
+ * zero compared), or both fail at the same byte offset with the same kind and
+ * message (but for max_size, which decode() checks before reading). Any disagreement
  * aborts. Then both are run again under an allocator that fails once, after
  * a few hundred allocations, so that Lua raises out of memory in the middle
  * of building tables: that may fail, but must not crash or leak
@@ -31,6 +32,8 @@ static const char check_lua[] =
     "if flags % 16 >= 8 then opts.array_mt = {} end\n"
     "if flags % 32 >= 16 then opts.max_depth = 6 end\n"
     "if seed % 5 == 0 then opts.max_size = math.max(1, #s - seed % 8) end\n"
+    "local shape = ({'runs', 'run', 'count'})[seed % 7]\n"
+    "if shape then opts.shape = shape end\n"
     "local mode = math.floor(flags / 32) % 8\n"
     "local function same(a, b)\n"
     "  if type(a) ~= type(b) then return false end\n"
@@ -46,39 +49,44 @@ static const char check_lua[] =
     "  return true\n"
     "end\n"
     "local function head(msg) return (msg:gsub(' near .*$', '')) end\n"
-    "local whole, err, off = core.decode(s, opts)\n"
+    "local whole, e0 = core.decode(s, opts)\n"
+    "local err, off, kind\n"
+    "if whole == nil then err, off, kind = e0.message, e0.offset, e0.kind end\n"
+    "if whole == nil and tostring(e0) ~= err then error('MISMATCH: tostring is not the message') "
+    "end\n"
     "local d = core.decoder(opts)\n"
     "local got, i, x = {}, 1, seed\n"
-    "local serr, soff\n"
+    "local serr, soff, skind\n"
+    "local function failed(e) serr, soff, skind = e.message, e.offset, e.kind end\n"
     "while i <= #s + 1 do\n"
     "  x = (x * 1103515245 + 12345) % 2147483648\n"
     "  local n = mode == 0 and 1 or mode == 1 and (x % 7 + 1) or mode == 2 and (x % 64 + 1)\n"
     "            or mode == 3 and math.max(#s, 1) or (x % 4096 + 1)\n"
-    "  local ok, e, o = d:feed(s:sub(i, i + n - 1))\n"
-    "  if not ok then serr, soff = e, o break end\n"
+    "  local ok, e = d:feed(s:sub(i, i + n - 1))\n"
+    "  if not ok then failed(e) break end\n"
     "  i = i + n\n"
     "  if x % 3 == 0 then\n"
     "    while true do\n"
-    "      local v, e2, o2 = d:next()\n"
-    "      if v == nil then if e2 then serr, soff = e2, o2 end break end\n"
+    "      local v, e2 = d:next()\n"
+    "      if v == nil then if e2 then failed(e2) end break end\n"
     "      got[#got + 1] = v\n"
     "    end\n"
     "    if serr then break end\n"
     "  end\n"
     "end\n"
     "if not serr then\n"
-    "  local ok, e, o = d:finish()\n"
-    "  if not ok then serr, soff = e, o end\n"
+    "  local ok, e = d:finish()\n"
+    "  if not ok then failed(e) end\n"
     "end\n"
     "while true do\n"
-    "  local v, e2, o2 = d:next()\n"
-    "  if v == nil then if e2 then serr, soff = e2, o2 end break end\n"
+    "  local v, e2 = d:next()\n"
+    "  if v == nil then if e2 then failed(e2) end break end\n"
     "  got[#got + 1] = v\n"
     "end\n"
     "if whole == nil then\n"
     "  assert(err and off, 'decode failed without message')\n"
     "  if not serr then error('MISMATCH: stream ok, decode failed: ' .. err) end\n"
-    "  if soff ~= off or head(serr) ~= head(err) then\n"
+    "  if soff ~= off or head(serr) ~= head(err) or skind ~= kind then\n"
     "    -- decode() refuses an oversized document before reading it; a stream\n"
     "    -- can meet a syntax error first\n"
     "    local sized = opts.max_size and err:find('max_size', 1, true)\n"

@@ -4,6 +4,8 @@ local core = require("prefect.core")
 local cjson = require("cjson")
 local dataset = require("prefect.testing.dataset")
 local disk = require("disk")
+-- Prefect's timestamp fields: the decoder knows none of its own
+local STAMPS = require("prefect.options").TIMESTAMP_FIELDS
 
 local has_integers = math.type ~= nil
 -- Under valgrind (tools/valgrind.sh) the exhaustive loops take a stride instead of every step.
@@ -43,38 +45,56 @@ local function same(a, b, strict_numbers)
   return true
 end
 
--- Feeds the pieces, then finishes; returns the elements handed out and the error, if any.
+-- A decoder error is a table {kind, message, offset} whose tostring() is its message.
+local function check_error(err)
+  assert.is_table(err)
+  assert.is_string(err.kind)
+  assert.is_string(err.message)
+  assert.is_number(err.offset)
+  assert.equals(err.message, tostring(err))
+  return err
+end
+
+-- Feeds the pieces, then finishes; returns the elements handed out and the error's message,
+-- offset and kind, if any.
 local function stream(pieces, opts, drain_each)
   local d = core.decoder(opts)
   local got = {}
   local function drain()
     while true do
-      local v, err, off = d:next()
+      local v, err = d:next()
       if v == nil then
-        return err, off
+        return err
       end
       got[#got + 1] = v
     end
   end
+  local function failed(err)
+    check_error(err)
+    return got, err.message, err.offset, d, err.kind
+  end
   for _, piece in ipairs(pieces) do
-    local ok, err, off = d:feed(piece)
+    local ok, err = d:feed(piece)
     if not ok then
       drain()
-      return got, err, off, d
+      return failed(err)
     end
     if drain_each then
-      local err2, off2 = drain()
+      local err2 = drain()
       if err2 then
-        return got, err2, off2, d
+        return failed(err2)
       end
     end
   end
-  local ok, err, off = d:finish()
-  local err2, off2 = drain()
+  local ok, err = d:finish()
+  local err2 = drain()
   if not ok then
-    return got, err, off, d
+    return failed(err)
   end
-  return got, err2, off2, d
+  if err2 then
+    return failed(err2)
+  end
+  return got, nil, nil, d
 end
 
 local generated_page = dataset.page_text
@@ -84,14 +104,17 @@ local exchanges = assert(disk.read("spec/fixtures/exchanges-2.19.9.json"))
 -- The fixture's task runs as one compact page, as a server sends them.
 local fixture_page = cjson.encode(cjson.decode(fixture).task_runs)
 
-local function expect_error(s, message, offset, opts)
-  local v, err, off = core.decode(s, opts)
+-- Decodes s, expecting an error of `kind` (default "decode") whose message holds `message`
+-- and names byte `offset`; returns the message.
+local function expect_error(s, message, offset, opts, kind)
+  local v, err = core.decode(s, opts)
   assert.is_nil(v)
-  assert.is_string(err)
-  assert.matches(message, err, 1, true)
-  assert.matches("at byte " .. offset, err, 1, true)
-  assert.equals(offset, off)
-  return err
+  check_error(err)
+  assert.equals(kind or "decode", err.kind, err.message)
+  assert.matches(message, err.message, 1, true)
+  assert.matches("at byte " .. offset, err.message, 1, true)
+  assert.equals(offset, err.offset)
+  return err.message
 end
 
 describe("prefect.core.decode", function()
@@ -323,10 +346,11 @@ describe("prefect.core.decode", function()
       local runs = cjson.decode(fixture).task_runs
       local s = cjson.encode({ runs[1], runs[2], runs[3] })
       for i = 0, #s - 1, stride do
-        local v, err, off = core.decode(s:sub(1, i))
+        local v, err = core.decode(s:sub(1, i))
         assert.is_nil(v)
-        assert.equals(i + 1, off)
-        assert.matches("unexpected end of input", err, 1, true)
+        assert.equals(i + 1, err.offset)
+        assert.equals("decode", err.kind)
+        assert.matches("unexpected end of input", err.message, 1, true)
       end
     end)
   end)
@@ -358,22 +382,23 @@ describe("prefect.core.decode", function()
     end)
 
     it("max_size: limits the bytes of input", function()
-      expect_error("[1,2,3]", "document larger than max_size (5 bytes)", 6, { max_size = 5 })
+      expect_error("[1,2,3]", "document larger than max_size (5 bytes)", 6, { max_size = 5 }, "too_large")
       assert.same({ 1, 2, 3 }, core.decode("[1,2,3]", { max_size = 7 }))
       local d = core.decoder({ max_size = 10 })
       assert.is_true(d:feed("[1,2,"))
       assert.is_true(d:feed("3,4,"))
-      local ok, err, off = d:feed("5]")
+      local ok, err = d:feed("5]")
       assert.is_nil(ok)
-      assert.matches("max_size", err)
-      assert.equals(11, off)
+      assert.equals("too_large", err.kind)
+      assert.matches("max_size", err.message)
+      assert.equals(11, err.offset)
       assert.equals(1, d:next())
       assert.equals(2, d:next())
       assert.equals(3, d:next())
       assert.equals(4, d:next())
       local v, err2 = d:next()
       assert.is_nil(v)
-      assert.equals(err, err2)
+      assert.same(err, err2)
     end)
 
     it("rejects bad options as misuse, naming them", function()
@@ -459,7 +484,7 @@ describe("prefect.core.decode", function()
     it("turns Prefect's timestamp fields into epoch seconds", function()
       local runs = cjson.decode(fixture).task_runs
       local s = cjson.encode(runs[1])
-      local v = core.decode(s, { timestamps = "epoch" })
+      local v = core.decode(s, { timestamps = "epoch", timestamp_fields = STAMPS })
       local plain = core.decode(s)
       for _, k in ipairs({ "created", "updated", "expected_start_time", "start_time", "end_time" }) do
         if plain[k] ~= nil then
@@ -475,7 +500,7 @@ describe("prefect.core.decode", function()
 
     it("matches by path from the root of each element, not by key anywhere", function()
       local doc = '[{"created":"2026-08-21T16:27:33Z","labels":{"created":"2026-08-21T16:27:33Z"}}]'
-      local v = core.decode(doc, { timestamps = "epoch" })
+      local v = core.decode(doc, { timestamps = "epoch", timestamp_fields = STAMPS })
       assert.equals(1787329653, v[1].created)
       assert.equals("2026-08-21T16:27:33Z", v[1].labels.created)
     end)
@@ -520,12 +545,148 @@ describe("prefect.core.decode", function()
       assert.equals("2026-08-21T16:27:33Z", v.created)
       v = core.decode('{"created":"2026-08-21T16:27:33Z"}', { timestamps = "string" })
       assert.equals("2026-08-21T16:27:33Z", v.created)
+      -- the list alone converts nothing: it says which fields, "epoch" says to convert them
+      v = core.decode('{"created":"2026-08-21T16:27:33Z"}', { timestamp_fields = { "created" } })
+      assert.equals("2026-08-21T16:27:33Z", v.created)
+    end)
+
+    it('need the list of fields with "epoch": the decoder knows no field names of its own', function()
+      local msg = "decoder option 'timestamps' = \"epoch\" needs 'timestamp_fields' (the paths to convert)"
+      local doc = '{"created":"2026-08-21T16:27:33Z"}'
+      assert.has_error(function() core.decode(doc, { timestamps = "epoch" }) end, msg)
+      assert.has_error(function() core.decoder({ timestamps = "epoch" }) end, msg)
+      -- an empty list is a list: nothing is converted
+      local v = core.decode(doc, { timestamps = "epoch", timestamp_fields = {} })
+      assert.equals("2026-08-21T16:27:33Z", v.created)
     end)
 
     it("combine with fields", function()
       local v = core.decode('{"id":"x","state":{"timestamp":"1970-01-01T00:01:00Z","type":"A"}}',
-        { timestamps = "epoch", fields = { "state.timestamp" } })
+        { timestamps = "epoch", timestamp_fields = STAMPS, fields = { "state.timestamp" } })
       assert.same({ state = { timestamp = 60 } }, v)
+    end)
+  end)
+
+  describe("option shape", function()
+    local function shape_error(s, shape, message, offset)
+      return expect_error(s, message, offset, { shape = shape }, "protocol")
+    end
+
+    it('"runs": an array of objects, each with a string "id"', function()
+      assert.same({}, core.decode("[]", { shape = "runs" }))
+      local runs = core.decode(fixture_page, { shape = "runs" })
+      assert.is_true(same(runs, core.decode(fixture_page), true))
+      shape_error('{"a":1}', "runs", "expected an array of task runs, got an object", 1)
+      shape_error('  "hello"', "runs", "expected an array of task runs, got a string", 3)
+      shape_error("42", "runs", "expected an array of task runs, got a number", 1)
+      shape_error("-1", "runs", "expected an array of task runs, got a negative number", 1)
+      shape_error("true", "runs", "expected an array of task runs, got a boolean", 1)
+      shape_error("null", "runs", "expected an array of task runs, got null", 1)
+      shape_error('[1,"two",null,[3]]', "runs", "expected task run 1 to be an object, got a number", 2)
+      shape_error('[{"id":"a"}, "two"]', "runs", "expected task run 2 to be an object, got a string", 14)
+      shape_error('[{"id":"a"},{"id":"b"},[]]', "runs", "expected task run 3 to be an object, got an array",
+        24)
+      shape_error('[{"name":"x"}]', "runs", 'task run 1 has no "id"', 2)
+      shape_error('[{"idx":"a","Id":"b"}]', "runs", 'task run 1 has no "id"', 2)
+      -- an "id" further down (a state's, a flow run's) is not the run's
+      shape_error('[{"id":"a"},{"state":{"id":"b"}}]', "runs", 'task run 2 has no "id"', 13)
+      shape_error('[{"id":5}]', "runs", 'expected the "id" of task run 1 to be a string, got a number', 8)
+      shape_error('[{"id":{"a":1}}]', "runs", 'expected the "id" of task run 1 to be a string, got an object',
+        8)
+      -- every "id" of a run is checked, the one kept (the last) included
+      shape_error('[{"id":"a","id":null}]', "runs", 'the "id" of task run 1 to be a string, got null', 17)
+      shape_error('[{"id":true,"id":"a"}]', "runs", 'the "id" of task run 1 to be a string, got a boolean', 8)
+      -- a key is compared after its escapes
+      assert.same({ { id = "a" } }, core.decode('[{"\\u0069d":"a"}]', { shape = "runs" }))
+      assert.same({ { id = "a" } }, core.decode('[{"i\\u0064":"a"}]', { shape = "runs" }))
+    end)
+
+    it("looks for the id in the document, whatever fields keeps", function()
+      local opts = { shape = "runs", fields = { "name" } }
+      assert.same({ { name = "x" } }, core.decode('[{"id":"a","name":"x"}]', opts))
+      expect_error('[{"name":"x"}]', 'task run 1 has no "id"', 2, opts, "protocol")
+      local got, err, off, _, kind = stream({ '[{"id":"a","name":"x"},', '{"name":"y"}]' }, opts, true)
+      assert.same({ { name = "x" } }, got)
+      assert.equals("protocol", kind)
+      assert.equals(24, off)
+      assert.matches('task run 2 has no "id"', err, 1, true)
+    end)
+
+    it("bytes that are not JSON stay a decode error, found before the shape", function()
+      expect_error('[{"id": nope}]', "invalid literal", 10, { shape = "runs" })
+      expect_error("nope", "invalid literal", 2, { shape = "runs" })
+      expect_error("<html>", "unexpected character", 1, { shape = "runs" })
+      expect_error("[01]", "leading zero", 3, { shape = "runs" })
+      expect_error("-x", "invalid number", 2, { shape = "count" })
+      expect_error("", "unexpected end of input", 1, { shape = "run" })
+    end)
+
+    it('"run": one object with a string "id"', function()
+      assert.same({ id = "a", n = 1 }, core.decode('{"id":"a","n":1}', { shape = "run" }))
+      shape_error('[{"id":"a"}]', "run", "expected a task run object, got an array", 1)
+      shape_error('"a"', "run", "expected a task run object, got a string", 1)
+      shape_error("null", "run", "expected a task run object, got null", 1)
+      shape_error('{"a":1}', "run", 'the task run has no "id"', 1)
+      shape_error('{"flow_run":{"id":"x"}}', "run", 'the task run has no "id"', 1)
+      shape_error('{"id":1}', "run", "expected the task run's \"id\" to be a string, got a number", 7)
+      assert.same({ n = 1 }, core.decode('{"id":"a","n":1}', { shape = "run", fields = { "n" } }))
+    end)
+
+    it('"count": a JSON integer >= 0', function()
+      assert.equals(0, core.decode("0", { shape = "count" }))
+      assert.equals(12, core.decode(" 12 ", { shape = "count" }))
+      shape_error("[5]", "count", "expected a count (an integer >= 0), got an array", 1)
+      shape_error("-3", "count", "got a negative number", 1)
+      shape_error("12.5", "count", "got a number that is not an integer", 3)
+      shape_error("12.0", "count", "got a number that is not an integer", 3)
+      shape_error("1e400", "count", "got a number that is not an integer", 2)
+      shape_error('"12"', "count", "got a string", 1)
+      shape_error("null", "count", "got null", 1)
+      shape_error("{}", "count", "got an object", 1)
+      expect_error("12abc", "unexpected data after the end of the document", 3, { shape = "count" })
+      -- a bare number ends with the input: the streaming decoder settles it at finish
+      local got, err, off, _, kind = stream({ "1", "2.", "5" }, { shape = "count" })
+      assert.same({}, got)
+      assert.equals("protocol", kind)
+      assert.equals(3, off)
+      assert.matches("not an integer", err, 1, true)
+      assert.same({ 7 }, (stream({ "7" }, { shape = "count" })))
+    end)
+
+    it("reports the same shape error at the same byte, however the input is split", function()
+      local bad = {
+        { '[{"id":"a","name":"x"},{"name":"y","tags":["a"]}]', "runs" },
+        { '[{"id":"a"},{"id":12345}]', "runs" },
+        { '[{"id":"a"},nullx]', "runs" },
+        { '[{"id":"a"},null]', "runs" },
+        { '{"x":1,"y":[1,2]}', "run" },
+        { "12345.5", "count" },
+        { "-12", "count" },
+      }
+      for _, case in ipairs(bad) do
+        local s, shape = case[1], case[2]
+        local _, e = core.decode(s, { shape = shape })
+        for i = 0, #s do
+          local _, err2, off2, _, kind2 = stream({ s:sub(1, i), s:sub(i + 1) }, { shape = shape }, i % 2 == 0)
+          assert.equals(e.offset, off2, s .. " split " .. i)
+          assert.equals(e.kind, kind2, s .. " split " .. i)
+          assert.equals(e.message:gsub(" near .*", ""), err2:gsub(" near .*", ""))
+        end
+      end
+    end)
+
+    it("hands out the runs before the wrong one, then the error", function()
+      local got, err, off, _, kind = stream({ '[{"id":"a"},{"id":"b"},5,{"id":"c"}]' }, { shape = "runs" })
+      assert.same({ { id = "a" }, { id = "b" } }, got)
+      assert.equals("protocol", kind)
+      assert.equals(24, off)
+      assert.matches("expected task run 3 to be an object, got a number", err, 1, true)
+    end)
+
+    it("rejects an unknown shape as misuse", function()
+      assert.has_error(function() core.decoder({ shape = "page" }) end,
+        'decoder option \'shape\': "runs", "run" or "count" expected')
+      assert.has_error(function() core.decode("[]", { shape = 1 }) end)
     end)
   end)
 
@@ -537,7 +698,8 @@ describe("prefect.core.decode", function()
         assert.same({ id = "r" }, core.decode(run, { fields = { "id" } }))
         assert.same({ state = { type = "T" } }, core.decode(run, { fields = { "state.type" } }))
         assert.same({ created = 10, state = { timestamp = 20 } },
-          core.decode(run, { fields = { "created", "state.timestamp" }, timestamps = "epoch" }))
+          core.decode(run, { fields = { "created", "state.timestamp" }, timestamps = "epoch",
+            timestamp_fields = STAMPS }))
         local all = core.decode(run)
         assert.equals("1970-01-01T00:00:10Z", all.created)
         assert.same({ id = "s", type = "T", timestamp = "1970-01-01T00:00:20Z" }, all.state)
@@ -673,23 +835,22 @@ describe("prefect.core.decoder", function()
   it("stays failed until reset, then decodes a new document", function()
     local d = core.decoder()
     assert.is_true(d:feed("[1,"))
-    local ok, err, off = d:feed("x]")
+    local ok, err = d:feed("x]")
     assert.is_nil(ok)
-    assert.matches("unexpected character at byte 4", err, 1, true)
-    assert.equals(4, off)
+    check_error(err)
+    assert.same({ kind = "decode", message = "unexpected character at byte 4 near 'x]'", offset = 4 }, err)
     assert.equals(1, d:next())
     for _ = 1, 2 do
-      local v, err2, off2 = d:next()
+      local v, err2 = d:next()
       assert.is_nil(v)
-      assert.equals(err, err2)
-      assert.equals(off, off2)
+      assert.same(err, err2)
     end
     local ok2, err3 = d:feed("[2]")
     assert.is_nil(ok2)
-    assert.equals(err, err3)
+    assert.same(err, err3)
     local ok3, err4 = d:finish()
     assert.is_nil(ok3)
-    assert.equals(err, err4)
+    assert.same(err, err4)
     assert.is_false(d:done())
     d:reset()
     assert.is_true(d:feed("[2]"))
@@ -704,14 +865,14 @@ describe("prefect.core.decoder", function()
     assert.is_true(d:finish())
     local ok, err = d:feed(" ")
     assert.is_nil(ok)
-    assert.matches("input after finish", err)
+    assert.matches("input after finish", err.message)
   end)
 
   it("gives the same elements for every split point of a real page slice", function()
     local runs = cjson.decode(fixture).task_runs
     local s = cjson.encode({ runs[1], runs[2], runs[3] })
-    local want = core.decode(s, { null = cjson.null, timestamps = "epoch" })
-    local opts = { null = cjson.null, timestamps = "epoch" }
+    local opts = { null = cjson.null, timestamps = "epoch", timestamp_fields = STAMPS }
+    local want = core.decode(s, opts)
     for i = 0, #s, stride do
       local got, err = stream({ s:sub(1, i), s:sub(i + 1) }, opts, i % 2 == 0)
       assert.is_nil(err)
@@ -760,11 +921,12 @@ describe("prefect.core.decoder", function()
   it("reports the same error at the same byte, however the input is split", function()
     local bad = { '[{"a":"\\ud800x"}]', '[1,2,{"b":tru}]', '[{"a":"\195\40"}]', "[1,2,,3]" }
     for _, s in ipairs(bad) do
-      local _, err, off = core.decode(s)
+      local _, e = core.decode(s)
       for i = 0, #s do
-        local _, err2, off2 = stream({ s:sub(1, i), s:sub(i + 1) })
-        assert.equals(off, off2, s .. " split " .. i)
-        assert.equals(err:gsub(" near .*", ""), err2:gsub(" near .*", ""))
+        local _, err2, off2, _, kind2 = stream({ s:sub(1, i), s:sub(i + 1) })
+        assert.equals(e.offset, off2, s .. " split " .. i)
+        assert.equals(e.kind, kind2)
+        assert.equals(e.message:gsub(" near .*", ""), err2:gsub(" near .*", ""))
       end
     end
   end)
@@ -816,7 +978,8 @@ describe("prefect.core.decoder", function()
     gc(d)
     local v, err = d:next()
     assert.is_nil(v)
-    assert.equals("decoder closed", err)
+    assert.equals("decoder closed", err.message)
+    assert.equals("decode", err.kind)
     assert.is_nil((d:feed("]")))
   end)
 

@@ -477,9 +477,11 @@ describe("hostile responses end in a clean error with bounded memory", function(
       assert.is_false(ok)
       assert.equal("too_large", err.kind, tostring(err))
       assert.is_true(grew < BOUND_KIB, ("peak memory grew by %d KiB"):format(grew))
+      -- a count must be a number: the inflated body's first byte, '[', already says it is not one
       local n, cerr = c:count{}
       assert.is_nil(n)
-      assert.equal("too_large", cerr.kind, tostring(cerr))
+      assert.equal("protocol", cerr.kind, tostring(cerr))
+      assert.equal(1, cerr.offset, tostring(cerr))
    end)
 
    -- With libcurl, a response's bytes are taken in as fast as they arrive, whether or not the runs are
@@ -504,7 +506,7 @@ describe("hostile responses end in a clean error with bounded memory", function(
    end)
 
    for _, shape in ipairs{ "arrays", "objects" } do
-      it("10,000-deep " .. shape .. " -> decode (runs, count) and http (an error body)", function()
+      it("10,000-deep " .. shape .. " -> decode (runs), protocol (count) and http (an error body)", function()
          local c = prefect.client{ url = deep.origin .. "/" .. shape .. "/api", getenv = no_env, retries = 0 }
          local grew, ok, err = peak_growth(function()
             return pcall(function() for _ in c:task_runs{} do end end)
@@ -513,9 +515,11 @@ describe("hostile responses end in a clean error with bounded memory", function(
          assert.equal("decode", err.kind, tostring(err))
          assert.truthy(tostring(err):find("deep", 1, true), tostring(err))
          assert.is_true(grew < BOUND_KIB, ("peak memory grew by %d KiB"):format(grew))
+         -- a count must be a number: refused at its first byte, before any depth
          local n, cerr = c:count{}
          assert.is_nil(n)
-         assert.equal("decode", cerr.kind, tostring(cerr))
+         assert.equal("protocol", cerr.kind, tostring(cerr))
+         assert.equal(1, cerr.offset, tostring(cerr))
          local v, verr = c:server_version()
          assert.is_nil(v)
          assert.equal("http", verr.kind, tostring(verr))
@@ -525,7 +529,8 @@ describe("hostile responses end in a clean error with bounded memory", function(
             or (string.rep('{"a":', 10000) .. "1" .. string.rep("}", 10000))
          local value, derr = core.decode(deep_text)
          assert.is_nil(value)
-         assert.truthy(derr:find("deep", 1, true), derr)
+         assert.equal("decode", derr.kind)
+         assert.truthy(derr.message:find("deep", 1, true), derr.message)
       end)
    end
 end)

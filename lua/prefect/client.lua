@@ -28,6 +28,9 @@ client.misuse = misuse
 
 local FILTER_PATH = "/task_runs/filter"
 local COUNT_PATH = "/task_runs/count"
+-- A count's body must be a JSON integer >= 0: the decoder refuses anything else (`[5]`, `"5"`,
+-- `5.0`) as a protocol error. One table, so that counts reuse their decoders.
+local COUNT_DECODE = { shape = "count" }
 -- The largest offset or limit a JSON number carries exactly (2^53).
 local MAX_EXACT = 9007199254740992
 
@@ -262,9 +265,10 @@ function Client:_includer(call_opts, decode)
    }
 end
 
--- The decoder options of a read's task runs: with include, `fields` keeps flow_run_id.
+-- The decoder options of a read's task runs (each page an array of runs): with
+-- include, `fields` keeps flow_run_id.
 local function run_decoder(defaults, call_opts, need_id)
-   local d = options.decoder(defaults, call_opts, need_id)
+   local d = options.decoder(defaults, call_opts, "runs", need_id)
    if d.fields and include.normalize(call_opts and call_opts.include) then
       local f = { "flow_run_id" }
       for _, x in ipairs(d.fields) do if x ~= "flow_run_id" then f[#f + 1] = x end end
@@ -286,7 +290,8 @@ function Client:_source(query, decode, includer)
          })
       end,
       count = function()
-         return p:exchange("POST", COUNT_PATH, { body = count_json(query), value = true })
+         return p:exchange("POST", COUNT_PATH,
+            { body = count_json(query), value = true, decode = COUNT_DECODE })
       end,
       page_size = function() return page_size(p, query) end,
       clock = p.clock, sleep = p.sleep,
@@ -430,7 +435,7 @@ end
 function Client:count(q)
    local query, qerr = self:_query(q, nil, "client:count", 2)
    if not query then return nil, qerr end
-   local n, err = self:_value("POST", COUNT_PATH, count_json(query))
+   local n, err = self:_value("POST", COUNT_PATH, count_json(query), COUNT_DECODE)
    if n == nil then return nil, err end
    return pager.count_of(n, self.url .. COUNT_PATH)
 end
@@ -451,14 +456,9 @@ function Client:task_run(id, opts)
    end
    options.check(opts, options.DECODE, options.DECODE_NAMES, "client:task_run", 2)
    local path = "/task_runs/" .. id:lower()
-   local run, err = self:_value("GET", path, nil, options.decoder(self.decode_defaults, opts, false))
+   -- the decoder checks that the body is an object with a string "id" (a protocol error if not)
+   local run, err = self:_value("GET", path, nil, options.decoder(self.decode_defaults, opts, "run", false))
    if run == nil then return nil, err end
-   if type(run) ~= "table" or type(run.id) ~= "string" then
-      return nil, errors.new("protocol", {
-         message = "expected a task run object with a string \"id\", got " .. type(run),
-         url = self.url .. path,
-      })
-   end
    return run
 end
 

@@ -282,7 +282,11 @@ end
 function Exchange:_failed(err)
    self:_close_request()
    local p = self.p
-   if not (self.retries and p.policy:may_retry(err, self.attempt)) then return self:_final(err) end
+   -- An error of the decoder's (it names the byte: `offset`) is about what the server said, a
+   -- body of the wrong shape included (a `protocol` error): asking again gets the same answer.
+   if err.offset ~= nil or not (self.retries and p.policy:may_retry(err, self.attempt)) then
+      return self:_final(err)
+   end
    local delay
    if err.kind == "connect" and err.unreachable and not p.answered then
       if self.attempt > 1 then return self:_final(err) end

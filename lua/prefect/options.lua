@@ -23,7 +23,8 @@ options.MAX_PAGE_SIZE = 200
 options.MAX_CONCURRENCY = 16
 
 --- Prefect's timestamp fields, the ones `timestamps = "epoch"` turns into
--- epoch seconds.
+-- epoch seconds: the only list of them (the C decoder knows no field names;
+-- prefect.transport.decoders passes this one).
 options.TIMESTAMP_FIELDS = {
    "created", "updated", "expected_start_time", "next_scheduled_start_time", "start_time",
    "end_time", "cache_expiration", "state.timestamp", "state.state_details.scheduled_time",
@@ -479,16 +480,17 @@ function options.resolve(opts)
 end
 
 --- The decoder options of one read: the client's (already resolved), with
--- the call's given ones over them; `need_id` adds `id` to `fields`.
-function options.decoder(defaults, call_opts, need_id)
-   local d = {}
+-- the call's given ones over them, and the `shape` the body must have
+-- ("runs" for a page, "run" for one task run; the decoder checks it as the
+-- bytes arrive); `need_id` adds `id` to `fields`.
+function options.decoder(defaults, call_opts, shape, need_id)
+   local d = { shape = shape }
    for k, v in pairs(defaults) do d[k] = v end
    if call_opts then
       for _, k in ipairs(options.DECODE_NAMES) do
          if call_opts[k] ~= nil then d[k] = call_opts[k] end
       end
    end
-   if d.timestamps == "epoch" then d.timestamp_fields = options.TIMESTAMP_FIELDS end
    if need_id and d.fields then
       local has = false
       for _, f in ipairs(d.fields) do if f == "id" then has = true end end

@@ -1,7 +1,8 @@
 --- The transport interface of lua-prefect over the C core's libcurl session.
 -- It knows nothing of Prefect: method, URL, headers and body go in; status,
--- headers and a stream of decoded values come out. The C side reports errors
--- as plain tables; here they become prefect.errors objects.
+-- headers and a stream of decoded values come out. The C side (transport and
+-- decoder alike) reports errors as tables {kind, message, ...}; here they
+-- become prefect.errors objects.
 
 local errors = require("prefect.errors")
 local decoders = require("prefect.transport.decoders")
@@ -46,14 +47,9 @@ end
 
 --- The next decoded element | nil at the end of the body | nil, err
 function Request:next()
-   local v, err, offset = self.raw:next()
+   local v, err = self.raw:next()
    if v ~= nil then return v end
-   if err ~= nil then
-      if type(err) == "string" then
-         return nil, errors.new("decode", { message = err, url = self.url, offset = offset })
-      end
-      return nil, wrap_error(err, self.url)
-   end
+   if err ~= nil then return nil, wrap_error(err, self.url) end
    return nil
 end
 

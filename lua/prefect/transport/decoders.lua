@@ -6,6 +6,8 @@
 -- next page of the same query takes it. A query is known by its decode
 -- options table, which the pager passes unchanged for every page.
 
+local options = require("prefect.options")
+
 local decoders = {}
 
 -- Idle decoders kept per query: enough for `concurrency` pages in flight
@@ -14,7 +16,7 @@ local IDLE_PER_QUERY = 4
 
 -- The request's decode options the decoder takes.
 local OPTIONS = {
-   "fields", "timestamps", "timestamp_fields", "null", "array_mt", "max_depth", "max_size",
+   "fields", "timestamps", "timestamp_fields", "null", "array_mt", "max_depth", "max_size", "shape",
 }
 
 local Pool = {}
@@ -35,6 +37,10 @@ function Pool:take(decode)
    for _, k in ipairs(OPTIONS) do
       -- timestamps = false means "as sent", which is the decoder's default
       if not (k == "timestamps" and decode[k] == false) then opts[k] = decode[k] end
+   end
+   -- the decoder converts only the fields it is given: Prefect's, unless the request names others
+   if opts.timestamps == "epoch" and opts.timestamp_fields == nil then
+      opts.timestamp_fields = options.TIMESTAMP_FIELDS
    end
    return require("prefect.core").decoder(opts)
 end

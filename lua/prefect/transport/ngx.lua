@@ -480,11 +480,11 @@ function Request:_consume(data)
     end
     if self.decoder then
         if not self.feed_error then
-            local ok, derr, offset = self.decoder:feed(data)
+            local ok, derr = self.decoder:feed(data)
             if not ok then
                 -- The elements completed before the bad byte are still handed out by
                 -- next(); the error follows them.
-                self.feed_error = { derr, offset }
+                self.feed_error = derr
             end
         end
     else
@@ -539,12 +539,12 @@ function Request:next()
         if self.failed then
             return nil, self.failed
         end
-        local v, err, offset = d:next()
+        local v, err = d:next()
         if v ~= nil then
             return v
         end
         if err ~= nil then
-            return self:_fail("decode", err, { offset = offset })
+            return self:_fail(err.kind, err.message, err)
         end
         if d:done() then
             -- Whatever follows the document (normally nothing) must still be read
@@ -561,12 +561,12 @@ function Request:next()
             return self:_fail("decode", "the response ended before its JSON document did")
         end
         if self.feed_error then
-            return self:_fail("decode", self.feed_error[1], { offset = self.feed_error[2] })
+            return self:_fail(self.feed_error.kind, self.feed_error.message, self.feed_error)
         end
         if self.eof then
-            local finished, ferr, foffset = d:finish()
+            local finished, ferr = d:finish()
             if not finished then
-                return self:_fail("decode", ferr, { offset = foffset })
+                return self:_fail(ferr.kind, ferr.message, ferr)
             end
             self.finished = true
         else
