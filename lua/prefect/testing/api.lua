@@ -15,7 +15,7 @@ local json = dataset.json
 local NULL = json.null
 local format, concat = string.format, table.concat
 
-local M = {}
+local api = {}
 local App = {}
 App.__index = App
 
@@ -62,7 +62,7 @@ local function cache_get(cache, i)
    return s
 end
 
-function M.new(opts)
+function api.new(opts)
    opts = opts or {}
    local ds = assert(opts.data, "api.new: `data` (a dataset) is required")
    local self = setmetatable({}, App)
@@ -290,7 +290,7 @@ local function base64_decode(s)
    end
    return concat(out)
 end
-M.base64_decode = base64_decode
+api.base64_decode = base64_decode
 
 -- Constant-time comparison, as the server does it.
 local function same(a, b)
@@ -639,4 +639,4 @@ function App:handle(req)
    return status, headers, body
 end
 
-return M
+return api

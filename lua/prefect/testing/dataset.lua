@@ -11,13 +11,13 @@
 --   string, boolean as themselves
 local calendar = require("prefect.calendar")
 
-local M = {}
+local dataset = {}
 
 local byte, char, sub, find, format = string.byte, string.char, string.sub, string.find, string.format
 local concat, floor = table.concat, math.floor
 
 local json = {}
-M.json = json
+dataset.json = json
 
 json.null = setmetatable({}, { __name = "json.null", __tostring = function() return "null" end })
 json.ARRAY = { __name = "json.array" }
@@ -357,7 +357,7 @@ end
 ---------------------------------------------------------------------------------------------------
 -- The fixture format.
 
-function M.load(path)
+function dataset.load(path)
    local f = assert(io.open(path, "rb"))
    local text = f:read("*a")
    f:close()
@@ -402,11 +402,11 @@ local function shift_strings(v, by, seen)
    end
 end
 
---- Moves every timestamp of a loaded dataset (M.load) by the same whole number of seconds, so that
+--- Moves every timestamp of a loaded dataset (dataset.load) by the same whole number of seconds, so that
 -- its latest `updated` falls in the second `now` (epoch seconds) and what was an hour old when it
 -- was recorded is an hour old now. Durations, order and every other field stay as recorded.
 -- Returns the shift in seconds.
-function M.shift_to(ds, now)
+function dataset.shift_to(ds, now)
    local latest
    for _, list in ipairs({ ds.task_runs, ds.flow_runs, ds.flows }) do
       for _, obj in ipairs(list) do
@@ -446,7 +446,7 @@ local function rng(seed)
    end
    return self
 end
-M.rng = rng
+dataset.rng = rng
 
 local function mix(a, b)
    -- A few LCG rounds over (a, b) so that neighbouring run indexes get unrelated streams.
@@ -502,7 +502,7 @@ local function format_micros(us, shape)
    end
    return base .. format(".%06d+00:00", frac)
 end
-M.format_micros = format_micros
+dataset.format_micros = format_micros
 
 local STATES = { -- type, weight (per mille), names
    { "COMPLETED", 700, { "Completed", "Completed", "Completed", "Cached" } },
@@ -574,7 +574,7 @@ local function pick_state(r)
 end
 
 -- Everything the filters look at for run i, derived from (seed, i) alone; the full JSON object
--- (M.task_run) is derived from the same stream, so nothing needs to be kept per run but these.
+-- (dataset.task_run) is derived from the same stream, so nothing needs to be kept per run but these.
 local function run_facts(g, i)
    local r = rng(mix(g.seed, i))
    local f = {}
@@ -637,7 +637,7 @@ end
 
 local function seconds(us) return json.float(us / 1000000) end
 
-function M.task_run(g, i)
+function dataset.task_run(g, i)
    local f = run_facts(g, i)
    local r, shape = f.r, g.shape
    local fr = f.flow_run and g.flow_runs[f.flow_run] or nil
@@ -818,7 +818,7 @@ local LONGEST_RUN_MS = 90000 + 400000 + 120000 + 2000
 -- materialises run i on first access (and keeps it); `task_runs.n` (and # under Lua 5.4) is the
 -- count. `columns` holds what the query engine filters and sorts on, so serving never needs the
 -- objects of runs that are not returned.
-function M.generate(opts)
+function dataset.generate(opts)
    opts = opts or {}
    local n = opts.n or 1000
    local shape = opts.shape or 3
@@ -850,7 +850,7 @@ function M.generate(opts)
       __index = function(_, i)
          if type(i) ~= "number" or i < 1 or i > n or i ~= floor(i) then return nil end
          local run = cache[i]
-         if not run then run = M.task_run(g, i); cache[i] = run end
+         if not run then run = dataset.task_run(g, i); cache[i] = run end
          return run
       end,
       __len = function() return n end,
@@ -864,18 +864,18 @@ function M.generate(opts)
       deployments = json.array(),
       columns = cols,
       -- Builds run i without keeping it (the server caches the encoded text instead).
-      build_task_run = function(i) return M.task_run(g, i) end,
+      build_task_run = function(i) return dataset.task_run(g, i) end,
       shape = shape,
    }
 end
 
 --- The JSON text of a page of the first n runs of a generated Prefect 3 dataset, as the test server
 -- sends it: for benchmarks and specs that need realistic bytes without a server.
-function M.page_text(n, seed)
-   local ds = M.generate{ n = n, seed = seed, shape = 3 }
+function dataset.page_text(n, seed)
+   local ds = dataset.generate{ n = n, seed = seed, shape = 3 }
    local parts = {}
    for i = 1, n do parts[i] = json.encode(ds.task_runs[i]) end
    return "[" .. table.concat(parts, ",") .. "]"
 end
 
-return M
+return dataset

@@ -12,7 +12,7 @@ local json = dataset.json
 local NULL = json.null
 local floor, format, concat = math.floor, string.format, table.concat
 
-local M = {}
+local query = {}
 
 ---------------------------------------------------------------------------------------------------
 -- Datetimes
@@ -83,7 +83,7 @@ local function parse_iso(s, v3)
    local secs = calendar.days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - off
    return secs * 1000000 + us
 end
-M.parse_timestamp = function(s) return (parse_iso(s, false)) end
+query.parse_timestamp = function(s) return (parse_iso(s, false)) end
 
 -- Unix time as pydantic v2 reads it: seconds, or milliseconds above 2e10.
 local function epoch_micros(x)
@@ -240,7 +240,7 @@ local function params(...)
    return out
 end
 
-M.ENDPOINTS = {
+query.ENDPOINTS = {
    task_runs_filter = params({ { "limit", "limit" }, { "sort", TASK_RUN_SORT },
       { "offset", "offset" } }, FILTERS),
    task_runs_paginate = params({ { "limit", "limit" }, { "sort", TASK_RUN_SORT },
@@ -253,8 +253,8 @@ M.ENDPOINTS = {
    flows_filter = params({ { "limit", "limit" }, { "offset", "offset" } }, FILTERS,
       { { "work_pools", SCHEMAS.WorkPoolFilter }, { "sort", FLOW_SORT } }),
 }
-M.TASK_RUN_SORTS, M.FLOW_RUN_SORTS, M.STATE_TYPES = TASK_RUN_SORTS, FLOW_RUN_SORTS, STATE_TYPES
-M.FLOW_SORTS = FLOW_SORTS
+query.TASK_RUN_SORTS, query.FLOW_RUN_SORTS, query.STATE_TYPES = TASK_RUN_SORTS, FLOW_RUN_SORTS, STATE_TYPES
+query.FLOW_SORTS = FLOW_SORTS
 
 ---------------------------------------------------------------------------------------------------
 -- Validation. Errors are { loc = {...}, msg, type, ctx = ordered object | nil, input = value }.
@@ -372,7 +372,7 @@ local function canonical_uuid(s)
    return h:sub(1, 8) .. "-" .. h:sub(9, 12) .. "-" .. h:sub(13, 16) .. "-" .. h:sub(17, 20) .. "-"
       .. h:sub(21)
 end
-M.canonical_uuid = canonical_uuid
+query.canonical_uuid = canonical_uuid
 
 -- The reason pydantic-core (as Prefect 3.9.1 ships it) gives; positions count from 0.
 local function v2_uuid_error(s)
@@ -580,9 +580,9 @@ end
 -- `body` is the decoded JSON value, nil for "no body", or { raw = "text" } for a body that was not
 -- JSON (a non-JSON content type in Prefect 2 mode).
 -- opts: { prefect = 2|3, default_limit = 200 }
-function M.validate_body(body, endpoint, opts)
+function query.validate_body(body, endpoint, opts)
    local v3 = opts.prefect == 3
-   local spec = assert(M.ENDPOINTS[endpoint], endpoint)
+   local spec = assert(query.ENDPOINTS[endpoint], endpoint)
    local errs = {}
    local out = {}
    local dict = nil
@@ -690,7 +690,7 @@ end
 
 -- The order rows were inserted in (SQLite's rowid), from their `created` times; the dataset's own
 -- order breaks ties.
-function M.insertion_order(objects, n)
+function query.insertion_order(objects, n)
    local created, idx = {}, {}
    for i = 1, n do
       idx[i] = i
@@ -712,7 +712,7 @@ function M.insertion_order(objects, n)
 end
 
 -- db: whose NULL placement sorts follow, "sqlite" (the default) or "postgres".
-function M.new_store(ds, db)
+function query.new_store(ds, db)
    local store = { ds = ds, orders = {}, fr_orders = {}, nulls_high = db == "postgres" }
    local tr
    if ds.columns then
@@ -739,7 +739,7 @@ function M.new_store(ds, db)
    end
    store.tr = tr
    store.n = tr.n
-   store.rowid = tr.rowid or M.insertion_order(ds.task_runs, tr.n)
+   store.rowid = tr.rowid or query.insertion_order(ds.task_runs, tr.n)
    local by_id = {}
    for i = 1, tr.n do by_id[tr.id[i]] = i end
    store.by_id = by_id
@@ -769,7 +769,7 @@ function M.new_store(ds, db)
       if rec.flow_id then store.flows_with_deployment[rec.flow_id] = true end
    end
    store.flow_runs, store.flow_run_by_id, store.subflow_parents = {}, {}, {}
-   local fr_rowid = M.insertion_order(ds.flow_runs, #ds.flow_runs)
+   local fr_rowid = query.insertion_order(ds.flow_runs, #ds.flow_runs)
    for i = 1, #ds.flow_runs do
       local rec = flow_run_record(ds.flow_runs[i])
       rec.rowid = fr_rowid[i]
@@ -825,7 +825,7 @@ local function like_matcher(pattern)
    local lua_pattern = "^.-" .. concat(p) .. ".-$"
    return function(lowered) return lowered and lowered:find(lua_pattern) ~= nil end
 end
-M.like_matcher = like_matcher
+query.like_matcher = like_matcher
 
 local function has_all(tags, wanted)
    for _, w in ipairs(wanted) do
@@ -1156,7 +1156,7 @@ local function compile_task_run_filter(store, f, v3)
 end
 
 -- compile(store, params, prefect) --> predicate over task-run indexes, or `true` for "all".
-function M.compile(store, p, prefect)
+function query.compile(store, p, prefect)
    local v3 = prefect == 3
    local tr = store.tr
    local preds = {}
@@ -1247,7 +1247,7 @@ local function duration_order(store, desc)
    return order
 end
 
-function M.order(store, sort)
+function query.order(store, sort)
    if sort == "DURATION_DESC" or sort == "DURATION_ASC" then
       return duration_order(store, sort == "DURATION_DESC")
    end
@@ -1284,9 +1284,9 @@ function M.order(store, sort)
 end
 
 -- task_runs(store, params, prefect) --> array of task-run indexes for the page.
-function M.task_runs(store, p, prefect)
-   local pred = M.compile(store, p, prefect)
-   local order = M.order(store, p.sort or "ID_DESC")
+function query.task_runs(store, p, prefect)
+   local pred = query.compile(store, p, prefect)
+   local order = query.order(store, p.sort or "ID_DESC")
    local offset, limit = p.offset or 0, p.limit
    local out = {}
    if limit == 0 then return out end
@@ -1308,8 +1308,8 @@ function M.task_runs(store, p, prefect)
    return out
 end
 
-function M.count(store, p, prefect)
-   local pred = M.compile(store, p, prefect)
+function query.count(store, p, prefect)
+   local pred = query.compile(store, p, prefect)
    if pred == true then return store.n end
    local c = 0
    for i = 1, store.n do if pred(i) then c = c + 1 end end
@@ -1317,7 +1317,7 @@ function M.count(store, p, prefect)
 end
 
 -- flow_runs(store, params, prefect) --> array of flow-run records for /flow_runs/filter.
-function M.flow_runs(store, p, prefect)
+function query.flow_runs(store, p, prefect)
    local v3 = prefect == 3
    local fr_pred = p.flow_runs and compile_flow_run_filter(store, p.flow_runs, v3) or true
    local flow_pred = p.flows and compile_flow_filter(store, p.flows) or nil
@@ -1369,7 +1369,7 @@ end
 -- matching them (that flow run having a task run matching `task_runs`); `deployments` and
 -- `work_pools` keep the flows that have a matching deployment (the dataset has no work pools, so a
 -- `work_pools` filter keeps none).
-function M.flows(store, p, prefect)
+function query.flows(store, p, prefect)
    local v3 = prefect == 3
    local flow_pred = p.flows and compile_flow_filter(store, p.flows) or true
    local with_run
@@ -1422,4 +1422,4 @@ function M.flows(store, p, prefect)
    return out
 end
 
-return M
+return query
