@@ -204,7 +204,7 @@ static int key_slot(dec_build *b, const char *s, size_t n, int guess)
                 k->hash = h;
                 k->len = (unsigned char)n;
                 k->plain = memchr(s, '"', n) == NULL;
-                k->fparent = k->tparent = -2;
+                k->fparent = k->tparent = k->eparent = -2;
                 memcpy(k->bytes, s, n);
                 k->ref = ++d->kc->nkeys;
                 return (int)i;
@@ -225,6 +225,20 @@ int dec_tree_find(const dec_tree *t, int parent, const char *s, size_t n)
             return c;
     }
     return -1;
+}
+
+/* The child of node named s[0..n) in t, or -1; with a cached key, asked of
+ * the tree only when the key last met another parent node. */
+static inline int tree_child(const dec_tree *t, int node, int *kparent, int *kchild, const char *s,
+                             size_t n)
+{
+    if (!kparent)
+        return dec_tree_find(t, node, s, n);
+    if (*kparent != node) {
+        *kchild = dec_tree_find(t, node, s, n);
+        *kparent = node;
+    }
+    return *kchild;
 }
 
 static inline void push_key(dec_build *b, int ref)
@@ -439,10 +453,12 @@ plain:
     lua_pushlstring(b->L, s, n);
 }
 
-static const char *build_value(dec_build *b, const char *p, int fn, int tn, int parent);
+static const char *build_value(dec_build *b, const char *p, int fn, int tn, int en, int parent);
 
-/* parent: the slot of the key this object is the value of, or -1 */
-static const char *build_object(dec_build *b, const char *p, int fn, int tn, int parent)
+/* fn, tn, en: this object's node in the fields, timestamp_fields and
+ * exclude trees, or -1; parent: the slot of the key this object is the
+ * value of, or -1 */
+static const char *build_object(dec_build *b, const char *p, int fn, int tn, int en, int parent)
 {
     lua_State *L = b->L;
     dec_stream *d = b->d;
@@ -452,6 +468,10 @@ static const char *build_object(dec_build *b, const char *p, int fn, int tn, int
     size_t size = d->has_null ? n : n - r->nulls;
     if (fn >= 0 && (size_t)d->fields.nodes[fn].nchild < size)
         size = (size_t)d->fields.nodes[fn].nchild;
+    /* excluded members are not taken off: whether they are here (or null,
+     * and so counted already) is not known yet, and a table too small
+     * costs a rehash, where one a member or two too big costs nothing more
+     * than the same object decoded whole */
 
     if (!lua_checkstack(L, 4))
         luaL_error(L, "JSON nested too deeply for the Lua stack");
@@ -462,7 +482,8 @@ static const char *build_object(dec_build *b, const char *p, int fn, int tn, int
     for (size_t i = 0; i < n; i++) {
         const char *key;
         size_t klen;
-        int cf = -1, ct = -1, slot, guess = link ? *link : 0;
+        int cf = -1, ct = -1, ce = -1, slot, guess = link ? *link : 0;
+        dec_key *k;
         p = skip_ws(p);
         /* the guessed key, when it fits, is the key: without escapes in
          * the element the first '"' ends the string */
@@ -483,19 +504,12 @@ static const char *build_object(dec_build *b, const char *p, int fn, int tn, int
         if (link && *link != slot + 1)
             *link = slot + 1;
     have_slot:
-        link = slot >= 0 ? &d->kc->slots[slot].next : NULL;
+        k = slot >= 0 ? &d->kc->slots[slot] : NULL;
+        link = k ? &k->next : NULL;
         p = skip_ws(skip_ws(p) + 1);
         if (fn >= 0) {
-            if (slot >= 0) {
-                dec_key *k = &d->kc->slots[slot];
-                if (k->fparent != fn) {
-                    k->fchild = dec_tree_find(&d->fields, fn, key, klen);
-                    k->fparent = fn;
-                }
-                cf = k->fchild;
-            } else {
-                cf = dec_tree_find(&d->fields, fn, key, klen);
-            }
+            cf = tree_child(&d->fields, fn, k ? &k->fparent : NULL, k ? &k->fchild : NULL, key,
+                            klen);
             if (cf < 0) {
                 p = skip_value(b, p);
                 goto member_done;
@@ -503,18 +517,19 @@ static const char *build_object(dec_build *b, const char *p, int fn, int tn, int
             if (d->fields.nodes[cf].leaf)
                 cf = -1;
         }
-        if (tn >= 0) {
-            if (slot >= 0) {
-                dec_key *k = &d->kc->slots[slot];
-                if (k->tparent != tn) {
-                    k->tchild = dec_tree_find(&d->stamps, tn, key, klen);
-                    k->tparent = tn;
-                }
-                ct = k->tchild;
-            } else {
-                ct = dec_tree_find(&d->stamps, tn, key, klen);
+        if (en >= 0) {
+            /* excluded: skipped like a member fields leaves out; on the
+             * way to an excluded path: built, minus what is below */
+            ce = tree_child(&d->exclude, en, k ? &k->eparent : NULL, k ? &k->echild : NULL, key,
+                            klen);
+            if (ce >= 0 && d->exclude.nodes[ce].leaf) {
+                p = skip_value(b, p);
+                goto member_done;
             }
         }
+        if (tn >= 0)
+            ct = tree_child(&d->stamps, tn, k ? &k->tparent : NULL, k ? &k->tchild : NULL, key,
+                            klen);
         if (*p == 'n' && !d->has_null) {
             /* an absent null: only an earlier duplicate of the key needs
              * clearing (the last one wins) */
@@ -535,7 +550,7 @@ static const char *build_object(dec_build *b, const char *p, int fn, int tn, int
         } else {
             lua_pushlstring(L, key, klen);
         }
-        p = build_value(b, p, cf, ct, slot);
+        p = build_value(b, p, cf, ct, ce, slot);
         lua_rawset(L, -3);
     member_done:
         p = skip_ws(p);
@@ -545,7 +560,7 @@ static const char *build_object(dec_build *b, const char *p, int fn, int tn, int
     return skip_ws(p) + 1;
 }
 
-static const char *build_array(dec_build *b, const char *p, int fn, int tn, int parent)
+static const char *build_array(dec_build *b, const char *p, int fn, int tn, int en, int parent)
 {
     lua_State *L = b->L;
     dec_stream *d = b->d;
@@ -557,7 +572,7 @@ static const char *build_array(dec_build *b, const char *p, int fn, int tn, int 
     lua_createtable(L, n > INT_MAX ? INT_MAX : (int)n, 0);
     p++;
     for (size_t i = 1; i <= n; i++) {
-        p = build_value(b, skip_ws(p), fn, tn, parent);
+        p = build_value(b, skip_ws(p), fn, tn, en, parent);
         lua_rawseti(L, -2, (lua_Integer)i);
         p = skip_ws(p);
         if (*p == ',')
@@ -570,13 +585,13 @@ static const char *build_array(dec_build *b, const char *p, int fn, int tn, int 
     return skip_ws(p) + 1;
 }
 
-static const char *build_value(dec_build *b, const char *p, int fn, int tn, int parent)
+static const char *build_value(dec_build *b, const char *p, int fn, int tn, int en, int parent)
 {
     switch (*p) {
     case '{':
-        return build_object(b, p, fn, tn, parent);
+        return build_object(b, p, fn, tn, en, parent);
     case '[':
-        return build_array(b, p, fn, tn, parent);
+        return build_array(b, p, fn, tn, en, parent);
     case '"': {
         const char *s;
         size_t n;
@@ -637,7 +652,7 @@ void dec_build_elem(lua_State *L, dec_stream *d, int uv)
         d->kc->busy = 1;
     d->building = 1;
     build_value(&b, d->buf + (el->start - d->base), d->use_fields ? 0 : -1, d->use_stamps ? 0 : -1,
-                -1);
+                d->use_exclude ? 0 : -1, -1);
     d->building = 0;
     if (d->kc_shared)
         d->kc->busy = 0;

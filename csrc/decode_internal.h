@@ -88,9 +88,9 @@ typedef struct dec_key {
     uint32_t hash;
     int ref; /* index in the keys table; 0 = empty slot */
     int next, first;
-    /* the fields and timestamp_fields tree nodes of this key under the
-     * parent node last asked for (parent -2: not asked yet) */
-    int fparent, fchild, tparent, tchild;
+    /* the fields, timestamp_fields and exclude tree nodes of this key
+     * under the parent node last asked for (parent -2: not asked yet) */
+    int fparent, fchild, tparent, tchild, eparent, echild;
     uint64_t seen;            /* serial of the object that last set this key */
     unsigned char len, plain; /* plain: no '"' in bytes */
     char bytes[KEY_MAX];
@@ -137,8 +137,8 @@ struct dec_stream {
     size_t max_size;
     int max_depth;
     int split; /* hand out top-level array elements one by one */
-    int has_null, has_array_mt, use_fields, use_stamps;
-    dec_tree fields, stamps;
+    int has_null, has_array_mt, use_fields, use_stamps, use_exclude;
+    dec_tree fields, stamps, exclude;
 
     /* input: buf[0] is absolute offset base; buf[scan] the next byte to scan */
     char *buf;

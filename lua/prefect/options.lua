@@ -295,6 +295,10 @@ options.LIST = {
    { name = "fields", layer = "decoder", check = check_fields, shown = "every field",
       doc = 'Decode only these fields (`{"id", "name", "state.type"}`); the rest is skipped in C. '
          .. "Reads always add `id`." },
+   { name = "exclude", layer = "decoder", check = check_fields, shown = "nothing",
+      doc = 'Decode everything but these fields (`{"state.state_details", "task_inputs"}`): the '
+         .. "inverse of `fields`, skipped in C as well. Given with `fields`, it leaves out paths of what "
+         .. "`fields` keeps. Reads always keep `id`." },
    { name = "timestamps", layer = "decoder", check = check_timestamps, default = false,
       doc = '`"epoch"` turns Prefect\'s timestamps into epoch seconds; `false` keeps ISO-8601 strings.' },
    { name = "null", layer = "decoder", check = function() end, shown = "absent",
@@ -383,7 +387,8 @@ function options.resolve(opts)
 end
 
 --- The decoder options of one read: the client's (already resolved), with
--- the call's given ones over them; `need_id` adds `id` to `fields`.
+-- the call's given ones over them; `need_id` adds `id` to `fields` and
+-- takes it out of `exclude`.
 function options.decoder(defaults, call_opts, need_id)
    local d = {}
    for k, v in pairs(defaults) do d[k] = v end
@@ -393,6 +398,11 @@ function options.decoder(defaults, call_opts, need_id)
       end
    end
    if d.timestamps == "epoch" then d.timestamp_fields = options.TIMESTAMP_FIELDS end
+   if need_id and d.exclude then
+      local e = {}
+      for _, x in ipairs(d.exclude) do if x ~= "id" then e[#e + 1] = x end end
+      d.exclude = e
+   end
    if need_id and d.fields then
       local has = false
       for _, f in ipairs(d.fields) do if f == "id" then has = true end end

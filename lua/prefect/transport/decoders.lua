@@ -14,7 +14,7 @@ local IDLE_PER_QUERY = 4
 
 -- The request's decode options the decoder takes.
 local OPTIONS = {
-   "fields", "timestamps", "timestamp_fields", "null", "array_mt", "max_depth", "max_size",
+   "fields", "exclude", "timestamps", "timestamp_fields", "null", "array_mt", "max_depth", "max_size",
 }
 
 local Pool = {}
