@@ -6,8 +6,9 @@
 -- the repetitions; the readers take turns, one batch each, and each batch's time includes a
 -- full garbage collection) for a generated page of 200 Prefect 3 task runs, the recorded 2.19.9
 -- task runs as one page, fields of 4 keys, exclude of 3 branches, feeding in 16 KB slices, and the
--- memory held while streaming 10,000 runs. The floor builds the same Lua values as core.decode from a pre-parsed
--- copy, tables pre-sized and recurring strings made beforehand: the cost no JSON reader avoids.
+-- memory held while streaming 10,000 runs. The floor builds the same Lua values as core.decode
+-- from a pre-parsed copy, tables pre-sized and recurring strings made beforehand: the cost no JSON
+-- reader avoids.
 local core = require("prefect.core")
 local cjson = require("cjson")
 local dataset = require("prefect.testing.dataset")
