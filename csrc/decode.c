@@ -406,7 +406,7 @@ static void share_keys(lua_State *L, dec_stream *d, int ud)
     d->kc_shared = 1;
     /* the cached tree nodes belong to the last caller's options */
     if (d->use_fields || d->use_stamps || d->use_exclude)
-        for (int i = 0; i < KEY_SLOTS; i++)
+        for (int i = 0; i < KEY_LIMIT; i++)
             kc->slots[i].fparent = kc->slots[i].tparent = kc->slots[i].eparent = -2;
 }
 

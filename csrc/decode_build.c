@@ -188,29 +188,35 @@ static int key_slot(dec_build *b, const char *s, size_t n, int guess)
             return guess - 1;
     }
     if (d->kc && n <= KEY_MAX) {
+        dec_keys *kc = d->kc;
         uint32_t h = str_hash(s, n);
         unsigned i = h & (KEY_SLOTS - 1);
         for (;;) {
-            dec_key *k = &d->kc->slots[i];
-            if (k->ref == 0) {
-                if (d->kc->nkeys >= KEY_LIMIT)
+            if (kc->index[i] == 0) {
+                int slot = kc->nkeys;
+                dec_key *k;
+                if (slot >= KEY_LIMIT)
                     return -1;
+                k = &kc->slots[slot];
                 lua_pushlstring(b->L, s, n);
                 if (b->kbase) {
                     lua_pushvalue(b->L, -1);
-                    lua_replace(b->L, b->kbase + d->kc->nkeys + 1);
+                    lua_replace(b->L, b->kbase + slot + 1);
                 }
-                lua_rawseti(b->L, b->keys, d->kc->nkeys + 1);
+                lua_rawseti(b->L, b->keys, slot + 1);
                 k->hash = h;
                 k->len = (unsigned char)n;
                 k->plain = memchr(s, '"', n) == NULL;
                 k->fparent = k->tparent = k->eparent = -2;
                 memcpy(k->bytes, s, n);
-                k->ref = ++d->kc->nkeys;
-                return (int)i;
+                k->ref = slot + 1;
+                kc->index[i] = (unsigned char)(slot + 1);
+                kc->nkeys++;
+                return slot;
             }
+            const dec_key *k = &kc->slots[kc->index[i] - 1];
             if (k->hash == h && k->len == n && same_bytes(k->bytes, s, n))
-                return (int)i;
+                return kc->index[i] - 1;
             i = (i + 1) & (KEY_SLOTS - 1);
         }
     }

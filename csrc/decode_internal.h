@@ -76,28 +76,29 @@ typedef struct dec_tree {
     size_t nlen, ncap;
 } dec_tree;
 
-#define KEY_SLOTS 256 /* power of two */
-#define KEY_LIMIT 192 /* interned keys at most: the hash never fills up */
+#define KEY_SLOTS 256 /* the hash's size, a power of two */
+#define KEY_LIMIT 192 /* interned keys at most: the hash never fills up (and fits a byte) */
 #define KEY_MAX 38    /* longer keys are not interned */
 
 /* Objects of one kind list their keys in the same order, so each key also
  * remembers the key that followed it and the first key of the object under
  * it (slot + 1, 0 = unknown): a guess checked with one comparison, which
- * spares hashing and probing for almost every key of a task run. */
+ * spares hashing and probing for almost every key of a task run. What the
+ * guess reads comes first, in the struct's first 64 bytes. */
 typedef struct dec_key {
-    uint32_t hash;
-    int ref; /* index in the keys table; 0 = empty slot */
-    int next, first;
-    /* the fields, timestamp_fields and exclude tree nodes of this key
-     * under the parent node last asked for (parent -2: not asked yet) */
-    int fparent, fchild, tparent, tchild, eparent, echild;
-    uint64_t seen;            /* serial of the object that last set this key */
     unsigned char len, plain; /* plain: no '"' in bytes */
     char bytes[KEY_MAX];
+    int ref; /* index in the keys table: the slot + 1 */
+    int next, first;
     /* how this key's string values fare in the value cache: of vtries
      * lookups vhits hit; vskip values to come bypass it (ids, times) */
     unsigned char vtries, vhits;
     unsigned short vskip;
+    uint64_t seen; /* serial of the object that last set this key */
+    uint32_t hash;
+    /* the fields, timestamp_fields and exclude tree nodes of this key
+     * under the parent node last asked for (parent -2: not asked yet) */
+    int fparent, fchild, tparent, tchild, eparent, echild;
 } dec_key;
 
 /* Lua 5.3 and 5.4 hash every byte of a short string to intern it, so
@@ -121,7 +122,10 @@ typedef struct dec_val {
  * whose user value holds the Lua strings), so a page's keys are made once
  * per Lua state rather than once per call. */
 typedef struct dec_keys {
-    dec_key slots[KEY_SLOTS];
+    /* the keys in the order first met, so the keys of one object lie side
+     * by side in memory; index[] is the hash of them (slot + 1, 0 = empty) */
+    dec_key slots[KEY_LIMIT];
+    unsigned char index[KEY_SLOTS];
     dec_val vals[VAL_CACHE ? VAL_SLOTS : 1]; /* direct-mapped by val_index */
     int nkeys, root_first;
     uint64_t serial; /* of the objects built, for dec_key.seen */
