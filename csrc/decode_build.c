@@ -437,6 +437,10 @@ static inline void push_string(dec_build *b, const char *s, size_t n, int parent
         lua_rawgeti(b->L, b->keys, KEY_LIMIT + 1 + (lua_Integer)i);
         if (k)
             k->vhits++;
+        /* the key that put it here is credited too: a run's id never
+         * recurs as an id, but does as its state's task_run_id */
+        if (v->owner && v->owner - 1 != parent && kc->slots[v->owner - 1].vhits < 255)
+            kc->slots[v->owner - 1].vhits++;
     } else {
         /* emptied first: an error (out of memory) must not leave the slot
          * naming another string than the table holds */
@@ -446,6 +450,7 @@ static inline void push_string(dec_build *b, const char *s, size_t n, int parent
         lua_rawseti(b->L, b->keys, KEY_LIMIT + 1 + (lua_Integer)i);
         memcpy(v->bytes, s, n);
         v->len = (unsigned char)n;
+        v->owner = (unsigned char)(parent + 1);
     }
     /* a key whose values rarely recur (ids, timestamps) leaves the cache
      * alone for a while rather than flushing it */

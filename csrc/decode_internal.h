@@ -114,7 +114,8 @@ typedef struct dec_key {
 /* A recent short string value (a state name, a tag, a flow run's id):
  * pushing it again from the keys table skips hashing and interning it. */
 typedef struct dec_val {
-    unsigned char len; /* 0 = empty slot */
+    unsigned char len;   /* 0 = empty slot */
+    unsigned char owner; /* the slot + 1 of the key that made it, or 0 */
     char bytes[VAL_MAX];
 } dec_val;
 
