@@ -388,6 +388,11 @@ key_here:
     goto kstr;
 
 colon:
+    /* compact JSON (what Prefect sends): the value right after the ':' */
+    if (e - p >= 2 && *p == ':' && p[1] > ' ') {
+        p++;
+        goto value_here;
+    }
     SKIP_WS;
     NEED(ST_COLON);
     if (*p != ':')
@@ -396,6 +401,17 @@ colon:
     goto value;
 
 after:
+    /* compact JSON: the next key or element right after the ',' */
+    if (e - p >= 2 && *p == ',' && p[1] > ' ') {
+        if (!top->obj) {
+            p++;
+            goto elem_here;
+        }
+        if (p[1] == '"') {
+            p++;
+            goto key_here;
+        }
+    }
     SKIP_WS;
     NEED(ST_AFTER);
     c = *p;
