@@ -176,6 +176,29 @@ static uint32_t str_hash(const char *s, size_t n)
     return (uint32_t)(h ^ h >> 32);
 }
 
+/* Whether the JSON at ks (just after a key's opening quote, with at least
+ * KEY_CHUNKS * 16 bytes before the element's end) is key k, its closing
+ * quote and ':', compared a chunk at a time: the guess is right for almost
+ * every key, and this spares a loop whose length varies with the key's. */
+static inline int key_here(const dec_key *k, const char *ks)
+{
+#if defined(__SSE2__) && defined(__GNUC__)
+    unsigned n = k->len + 2u;
+    for (unsigned i = 0; i < n; i += 16) {
+        __m128i a = _mm_loadu_si128((const __m128i *)(const void *)(ks + i));
+        __m128i c = _mm_loadu_si128((const __m128i *)(const void *)(k->bytes + i));
+        unsigned differ = ~(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(a, c)) & 0xffffu;
+        if (n - i < 16)
+            differ &= (1u << (n - i)) - 1;
+        if (differ)
+            return 0;
+    }
+    return 1;
+#else
+    return ks[k->len] == '"' && ks[k->len + 1] == ':' && same_bytes(k->bytes, ks, k->len);
+#endif
+}
+
 /* The slot of the key's ready Lua string, made on first sight; -1 when the
  * key is not cached (too long, or the cache is full). guess: a likely slot
  * + 1, or 0. */
@@ -209,6 +232,8 @@ static int key_slot(dec_build *b, const char *s, size_t n, int guess)
                 k->plain = memchr(s, '"', n) == NULL;
                 k->fparent = k->tparent = k->eparent = -2;
                 memcpy(k->bytes, s, n);
+                k->bytes[n] = '"';
+                k->bytes[n + 1] = ':';
                 k->ref = slot + 1;
                 kc->index[i] = (unsigned char)(slot + 1);
                 kc->nkeys++;
@@ -245,6 +270,24 @@ static inline int tree_child(const dec_tree *t, int node, int *kparent, int *kch
         *kparent = node;
     }
     return *kchild;
+}
+
+/* Where the key that follows k in an object under the key parent (-1: at
+ * the top) is remembered: its way for that parent, else a new one. */
+static inline unsigned char *follow_link(dec_key *k, int parent)
+{
+    unsigned char tag = (unsigned char)(parent + 2);
+    int w;
+    for (w = 0; w < FOLLOW_WAYS; w++)
+        if (k->fpar[w] == tag)
+            return &k->fnext[w];
+    for (w = 0; w < FOLLOW_WAYS && k->fpar[w]; w++)
+        ;
+    if (w == FOLLOW_WAYS)
+        w = k->fturn++ % FOLLOW_WAYS;
+    k->fpar[w] = tag;
+    k->fnext[w] = 0;
+    return &k->fnext[w];
 }
 
 static inline void push_key(dec_build *b, int ref)
@@ -488,7 +531,8 @@ static const char *build_object(dec_build *b, const char *p, int fn, int tn, int
         luaL_error(L, "JSON nested too deeply for the Lua stack");
     lua_createtable(L, 0, size > INT_MAX ? INT_MAX : (int)size);
     p++;
-    int *link = d->kc ? parent >= 0 ? &d->kc->slots[parent].first : &d->kc->root_first : NULL;
+    unsigned char *link =
+        d->kc ? parent >= 0 ? &d->kc->slots[parent].first : &d->kc->root_first : NULL;
     uint64_t serial = d->kc ? ++d->kc->serial : 0;
     for (size_t i = 0; i < n; i++) {
         const char *key;
@@ -501,23 +545,31 @@ static const char *build_object(dec_build *b, const char *p, int fn, int tn, int
         if (guess > 0 && !b->escapes) {
             const dec_key *k = &d->kc->slots[guess - 1];
             const char *ks = p + 1;
+            if (k->plain && (size_t)(b->end - ks) >= KEY_CHUNKS * 16 && key_here(k, ks)) {
+                key = ks;
+                klen = k->len;
+                slot = guess - 1;
+                p = ks + klen + 2;
+                goto have_slot;
+            }
             if (k->plain && (size_t)(b->end - ks) > k->len && ks[k->len] == '"' &&
                 same_bytes(k->bytes, ks, k->len)) {
                 key = ks;
                 klen = k->len;
                 slot = guess - 1;
-                p = ks + klen + 1;
+                p = skip_ws(ks + klen + 1) + 1;
                 goto have_slot;
             }
         }
         p = read_string(b, p, &key, &klen);
+        p = skip_ws(p) + 1;
         slot = key_slot(b, key, klen, guess);
         if (link && *link != slot + 1)
-            *link = slot + 1;
+            *link = (unsigned char)(slot + 1);
     have_slot:
         k = slot >= 0 ? &d->kc->slots[slot] : NULL;
-        link = k ? &k->next : NULL;
-        p = skip_ws(skip_ws(p) + 1);
+        link = k ? follow_link(k, parent) : NULL;
+        p = skip_ws(p); /* past the ':' */
         if (fn >= 0) {
             cf = tree_child(&d->fields, fn, k ? &k->fparent : NULL, k ? &k->fchild : NULL, key,
                             klen);

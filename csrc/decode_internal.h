@@ -79,17 +79,28 @@ typedef struct dec_tree {
 #define KEY_SLOTS 256 /* the hash's size, a power of two */
 #define KEY_LIMIT 192 /* interned keys at most: the hash never fills up (and fits a byte) */
 #define KEY_MAX 38    /* longer keys are not interned */
+#define KEY_CHUNKS 3  /* 16-byte chunks that hold a key and its '":' */
 
-/* Objects of one kind list their keys in the same order, so each key also
+/* Objects of one kind list their keys in the same order, so each key
  * remembers the key that followed it and the first key of the object under
  * it (slot + 1, 0 = unknown): a guess checked with one comparison, which
- * spares hashing and probing for almost every key of a task run. What the
- * guess reads comes first, in the struct's first 64 bytes. */
+ * spares hashing and probing for almost every key of a task run. The key
+ * that followed depends on the object: "id" is followed by "created" in a
+ * task run and by "type" in its state, so it is kept for up to FOLLOW_WAYS
+ * parent keys. What the guess reads comes first, in the struct's first 64
+ * bytes. */
+#define FOLLOW_WAYS 4
 typedef struct dec_key {
     unsigned char len, plain; /* plain: no '"' in bytes */
-    char bytes[KEY_MAX];
-    int ref; /* index in the keys table: the slot + 1 */
-    int next, first;
+    /* the key, then '"' and ':' (what follows it in compact JSON), then
+     * room for reading KEY_CHUNKS whole chunks */
+    char bytes[KEY_CHUNKS * 16];
+    /* the key that followed this one (fnext) in an object under the key
+     * fparent - 2 (1: at the top; 0: an unused way) */
+    unsigned char fpar[FOLLOW_WAYS], fnext[FOLLOW_WAYS];
+    int ref;             /* index in the keys table: the slot + 1 */
+    unsigned char first; /* the first key of an object under this one */
+    unsigned char fturn; /* the way to reuse next when all are taken */
     /* how this key's string values fare in the value cache: of vtries
      * lookups vhits hit; vskip values to come bypass it (ids, times) */
     unsigned char vtries, vhits;
@@ -127,8 +138,9 @@ typedef struct dec_keys {
      * by side in memory; index[] is the hash of them (slot + 1, 0 = empty) */
     dec_key slots[KEY_LIMIT];
     unsigned char index[KEY_SLOTS];
+    unsigned char root_first;
     dec_val vals[VAL_CACHE ? VAL_SLOTS : 1]; /* direct-mapped by val_index */
-    int nkeys, root_first;
+    int nkeys;
     uint64_t serial; /* of the objects built, for dec_key.seen */
     int busy;        /* a decode() is building with it (a __gc could call decode()) */
     /* decode()'s records array, kept between calls: freeing a block this
