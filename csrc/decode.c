@@ -35,13 +35,14 @@
  * Options: null (value for JSON null; default: object members that are null
  * are absent, and null array elements are core.null so array lengths stay
  * right), array_mt (metatable for every array, so empty arrays and objects
- * differ), fields (paths to keep), timestamps = "epoch" with
+ * differ), fields (paths to keep), exclude (paths to leave out: with fields,
+ * from what fields keeps), timestamps = "epoch" with
  * timestamp_fields (paths to convert; required with "epoch", ignored
  * otherwise: the decoder knows no field names), max_depth, max_size, shape (what
  * the document must be, checked by the scanner as the bytes arrive, a
  * "protocol" error otherwise: "runs", an array of objects that each have a
  * string "id"; "run", one such object; "count", a JSON integer >= 0). The
- * "id" is looked for in the document, whatever fields keeps.
+ * "id" is looked for in the document, whatever fields or exclude keep.
  * Paths are matched from the root of each element (each task run), through
  * objects: "state.type" is member "type" of member "state". A path can also
  * be given as a list of keys, {"labels", "prefect.flow.id"}, for keys that
@@ -221,9 +222,9 @@ static size_t size_option(lua_State *L, int opts, const char *opt, size_t dflt, 
 
 static void read_options(lua_State *L, dec_stream *d, int opts, int uv)
 {
-    static const char *const known[] = {"null",       "array_mt",  "fields",
-                                        "timestamps", "max_depth", "timestamp_fields",
-                                        "max_size",   "shape",     NULL};
+    static const char *const known[] = {
+        "null",     "array_mt", "fields",  "timestamps", "max_depth", "timestamp_fields",
+        "max_size", "shape",    "exclude", NULL};
     static const char *const shapes[] = {"runs", "run", "count", NULL};
     d->max_depth = DEC_DEFAULT_MAX_DEPTH;
     d->max_size = DEC_DEFAULT_MAX_SIZE;
@@ -262,6 +263,11 @@ static void read_options(lua_State *L, dec_stream *d, int opts, int uv)
     lua_pop(L, 1);
     if (d->use_fields)
         tree_from_option(L, &d->fields, opts, "fields");
+    lua_getfield(L, opts, "exclude");
+    d->use_exclude = !lua_isnil(L, -1);
+    lua_pop(L, 1);
+    if (d->use_exclude)
+        tree_from_option(L, &d->exclude, opts, "exclude");
     lua_getfield(L, opts, "timestamps");
     if (!lua_isnil(L, -1)) {
         const char *ts = lua_tostring(L, -1);
@@ -344,6 +350,8 @@ static void dec_release(dec_stream *d)
     free(d->fields.names);
     free(d->stamps.nodes);
     free(d->stamps.names);
+    free(d->exclude.nodes);
+    free(d->exclude.names);
     memset(d, 0, sizeof *d);
     d->failed = d->closed = 1;
     d->err_kind = "decode";
@@ -398,9 +406,9 @@ static void share_keys(lua_State *L, dec_stream *d, int ud)
     d->kc = kc;
     d->kc_shared = 1;
     /* the cached tree nodes belong to the last caller's options */
-    if (d->use_fields || d->use_stamps)
-        for (int i = 0; i < KEY_SLOTS; i++)
-            kc->slots[i].fparent = kc->slots[i].tparent = -2;
+    if (d->use_fields || d->use_stamps || d->use_exclude)
+        for (int i = 0; i < KEY_LIMIT; i++)
+            kc->slots[i].fparent = kc->slots[i].tparent = kc->slots[i].eparent = -2;
 }
 
 static int l_decode(lua_State *L)
@@ -505,8 +513,8 @@ static int l_tostring(lua_State *L)
     size_t held = (d->borrowed ? 0 : d->cap) + d->recs_cap * sizeof *d->recs +
                   d->elems_cap * sizeof *d->elems + (size_t)d->frames_cap * sizeof *d->frames +
                   d->scratch_cap + (d->kc && !d->kc_shared ? sizeof *d->kc : 0) +
-                  (size_t)(d->fields.cap + d->stamps.cap) * sizeof(dec_node) + d->fields.ncap +
-                  d->stamps.ncap;
+                  (size_t)(d->fields.cap + d->stamps.cap + d->exclude.cap) * sizeof(dec_node) +
+                  d->fields.ncap + d->stamps.ncap + d->exclude.ncap;
     lua_pushfstring(L, "prefect.decoder (%p, %d KB held)", (void *)d, (int)((held + 1023) / 1024));
     return 1;
 }

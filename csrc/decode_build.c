@@ -176,6 +176,29 @@ static uint32_t str_hash(const char *s, size_t n)
     return (uint32_t)(h ^ h >> 32);
 }
 
+/* Whether the JSON at ks (just after a key's opening quote, with at least
+ * KEY_CHUNKS * 16 bytes before the element's end) is key k, its closing
+ * quote and ':', compared a chunk at a time: the guess is right for almost
+ * every key, and this spares a loop whose length varies with the key's. */
+static inline int key_here(const dec_key *k, const char *ks)
+{
+#if defined(__SSE2__) && defined(__GNUC__)
+    unsigned n = k->len + 2u;
+    for (unsigned i = 0; i < n; i += 16) {
+        __m128i a = _mm_loadu_si128((const __m128i *)(const void *)(ks + i));
+        __m128i c = _mm_loadu_si128((const __m128i *)(const void *)(k->bytes + i));
+        unsigned differ = ~(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(a, c)) & 0xffffu;
+        if (n - i < 16)
+            differ &= (1u << (n - i)) - 1;
+        if (differ)
+            return 0;
+    }
+    return 1;
+#else
+    return ks[k->len] == '"' && ks[k->len + 1] == ':' && same_bytes(k->bytes, ks, k->len);
+#endif
+}
+
 /* The slot of the key's ready Lua string, made on first sight; -1 when the
  * key is not cached (too long, or the cache is full). guess: a likely slot
  * + 1, or 0. */
@@ -188,29 +211,37 @@ static int key_slot(dec_build *b, const char *s, size_t n, int guess)
             return guess - 1;
     }
     if (d->kc && n <= KEY_MAX) {
+        dec_keys *kc = d->kc;
         uint32_t h = str_hash(s, n);
         unsigned i = h & (KEY_SLOTS - 1);
         for (;;) {
-            dec_key *k = &d->kc->slots[i];
-            if (k->ref == 0) {
-                if (d->kc->nkeys >= KEY_LIMIT)
+            if (kc->index[i] == 0) {
+                int slot = kc->nkeys;
+                dec_key *k;
+                if (slot >= KEY_LIMIT)
                     return -1;
+                k = &kc->slots[slot];
                 lua_pushlstring(b->L, s, n);
                 if (b->kbase) {
                     lua_pushvalue(b->L, -1);
-                    lua_replace(b->L, b->kbase + d->kc->nkeys + 1);
+                    lua_replace(b->L, b->kbase + slot + 1);
                 }
-                lua_rawseti(b->L, b->keys, d->kc->nkeys + 1);
+                lua_rawseti(b->L, b->keys, slot + 1);
                 k->hash = h;
                 k->len = (unsigned char)n;
                 k->plain = memchr(s, '"', n) == NULL;
-                k->fparent = k->tparent = -2;
+                k->fparent = k->tparent = k->eparent = -2;
                 memcpy(k->bytes, s, n);
-                k->ref = ++d->kc->nkeys;
-                return (int)i;
+                k->bytes[n] = '"';
+                k->bytes[n + 1] = ':';
+                k->ref = slot + 1;
+                kc->index[i] = (unsigned char)(slot + 1);
+                kc->nkeys++;
+                return slot;
             }
+            const dec_key *k = &kc->slots[kc->index[i] - 1];
             if (k->hash == h && k->len == n && same_bytes(k->bytes, s, n))
-                return (int)i;
+                return kc->index[i] - 1;
             i = (i + 1) & (KEY_SLOTS - 1);
         }
     }
@@ -225,6 +256,38 @@ int dec_tree_find(const dec_tree *t, int parent, const char *s, size_t n)
             return c;
     }
     return -1;
+}
+
+/* The child of node named s[0..n) in t, or -1; with a cached key, asked of
+ * the tree only when the key last met another parent node. */
+static inline int tree_child(const dec_tree *t, int node, int *kparent, int *kchild, const char *s,
+                             size_t n)
+{
+    if (!kparent)
+        return dec_tree_find(t, node, s, n);
+    if (*kparent != node) {
+        *kchild = dec_tree_find(t, node, s, n);
+        *kparent = node;
+    }
+    return *kchild;
+}
+
+/* Where the key that follows k in an object under the key parent (-1: at
+ * the top) is remembered: its way for that parent, else a new one. */
+static inline unsigned char *follow_link(dec_key *k, int parent)
+{
+    unsigned char tag = (unsigned char)(parent + 2);
+    int w;
+    for (w = 0; w < FOLLOW_WAYS; w++)
+        if (k->fpar[w] == tag)
+            return &k->fnext[w];
+    for (w = 0; w < FOLLOW_WAYS && k->fpar[w]; w++)
+        ;
+    if (w == FOLLOW_WAYS)
+        w = k->fturn++ % FOLLOW_WAYS;
+    k->fpar[w] = tag;
+    k->fnext[w] = 0;
+    return &k->fnext[w];
 }
 
 static inline void push_key(dec_build *b, int ref)
@@ -417,6 +480,10 @@ static inline void push_string(dec_build *b, const char *s, size_t n, int parent
         lua_rawgeti(b->L, b->keys, KEY_LIMIT + 1 + (lua_Integer)i);
         if (k)
             k->vhits++;
+        /* the key that put it here is credited too: a run's id never
+         * recurs as an id, but does as its state's task_run_id */
+        if (v->owner && v->owner - 1 != parent && kc->slots[v->owner - 1].vhits < 255)
+            kc->slots[v->owner - 1].vhits++;
     } else {
         /* emptied first: an error (out of memory) must not leave the slot
          * naming another string than the table holds */
@@ -426,6 +493,7 @@ static inline void push_string(dec_build *b, const char *s, size_t n, int parent
         lua_rawseti(b->L, b->keys, KEY_LIMIT + 1 + (lua_Integer)i);
         memcpy(v->bytes, s, n);
         v->len = (unsigned char)n;
+        v->owner = (unsigned char)(parent + 1);
     }
     /* a key whose values rarely recur (ids, timestamps) leaves the cache
      * alone for a while rather than flushing it */
@@ -439,10 +507,12 @@ plain:
     lua_pushlstring(b->L, s, n);
 }
 
-static const char *build_value(dec_build *b, const char *p, int fn, int tn, int parent);
+static const char *build_value(dec_build *b, const char *p, int fn, int tn, int en, int parent);
 
-/* parent: the slot of the key this object is the value of, or -1 */
-static const char *build_object(dec_build *b, const char *p, int fn, int tn, int parent)
+/* fn, tn, en: this object's node in the fields, timestamp_fields and
+ * exclude trees, or -1; parent: the slot of the key this object is the
+ * value of, or -1 */
+static const char *build_object(dec_build *b, const char *p, int fn, int tn, int en, int parent)
 {
     lua_State *L = b->L;
     dec_stream *d = b->d;
@@ -452,50 +522,57 @@ static const char *build_object(dec_build *b, const char *p, int fn, int tn, int
     size_t size = d->has_null ? n : n - r->nulls;
     if (fn >= 0 && (size_t)d->fields.nodes[fn].nchild < size)
         size = (size_t)d->fields.nodes[fn].nchild;
+    /* excluded members are not taken off: whether they are here (or null,
+     * and so counted already) is not known yet, and a table too small
+     * costs a rehash, where one a member or two too big costs nothing more
+     * than the same object decoded whole */
 
     if (!lua_checkstack(L, 4))
         luaL_error(L, "JSON nested too deeply for the Lua stack");
     lua_createtable(L, 0, size > INT_MAX ? INT_MAX : (int)size);
     p++;
-    int *link = d->kc ? parent >= 0 ? &d->kc->slots[parent].first : &d->kc->root_first : NULL;
+    unsigned char *link =
+        d->kc ? parent >= 0 ? &d->kc->slots[parent].first : &d->kc->root_first : NULL;
     uint64_t serial = d->kc ? ++d->kc->serial : 0;
     for (size_t i = 0; i < n; i++) {
         const char *key;
         size_t klen;
-        int cf = -1, ct = -1, slot, guess = link ? *link : 0;
+        int cf = -1, ct = -1, ce = -1, slot, guess = link ? *link : 0;
+        dec_key *k;
         p = skip_ws(p);
         /* the guessed key, when it fits, is the key: without escapes in
          * the element the first '"' ends the string */
         if (guess > 0 && !b->escapes) {
             const dec_key *k = &d->kc->slots[guess - 1];
             const char *ks = p + 1;
+            if (k->plain && (size_t)(b->end - ks) >= KEY_CHUNKS * 16 && key_here(k, ks)) {
+                key = ks;
+                klen = k->len;
+                slot = guess - 1;
+                p = ks + klen + 2;
+                goto have_slot;
+            }
             if (k->plain && (size_t)(b->end - ks) > k->len && ks[k->len] == '"' &&
                 same_bytes(k->bytes, ks, k->len)) {
                 key = ks;
                 klen = k->len;
                 slot = guess - 1;
-                p = ks + klen + 1;
+                p = skip_ws(ks + klen + 1) + 1;
                 goto have_slot;
             }
         }
         p = read_string(b, p, &key, &klen);
+        p = skip_ws(p) + 1;
         slot = key_slot(b, key, klen, guess);
         if (link && *link != slot + 1)
-            *link = slot + 1;
+            *link = (unsigned char)(slot + 1);
     have_slot:
-        link = slot >= 0 ? &d->kc->slots[slot].next : NULL;
-        p = skip_ws(skip_ws(p) + 1);
+        k = slot >= 0 ? &d->kc->slots[slot] : NULL;
+        link = k ? follow_link(k, parent) : NULL;
+        p = skip_ws(p); /* past the ':' */
         if (fn >= 0) {
-            if (slot >= 0) {
-                dec_key *k = &d->kc->slots[slot];
-                if (k->fparent != fn) {
-                    k->fchild = dec_tree_find(&d->fields, fn, key, klen);
-                    k->fparent = fn;
-                }
-                cf = k->fchild;
-            } else {
-                cf = dec_tree_find(&d->fields, fn, key, klen);
-            }
+            cf = tree_child(&d->fields, fn, k ? &k->fparent : NULL, k ? &k->fchild : NULL, key,
+                            klen);
             if (cf < 0) {
                 p = skip_value(b, p);
                 goto member_done;
@@ -503,18 +580,19 @@ static const char *build_object(dec_build *b, const char *p, int fn, int tn, int
             if (d->fields.nodes[cf].leaf)
                 cf = -1;
         }
-        if (tn >= 0) {
-            if (slot >= 0) {
-                dec_key *k = &d->kc->slots[slot];
-                if (k->tparent != tn) {
-                    k->tchild = dec_tree_find(&d->stamps, tn, key, klen);
-                    k->tparent = tn;
-                }
-                ct = k->tchild;
-            } else {
-                ct = dec_tree_find(&d->stamps, tn, key, klen);
+        if (en >= 0) {
+            /* excluded: skipped like a member fields leaves out; on the
+             * way to an excluded path: built, minus what is below */
+            ce = tree_child(&d->exclude, en, k ? &k->eparent : NULL, k ? &k->echild : NULL, key,
+                            klen);
+            if (ce >= 0 && d->exclude.nodes[ce].leaf) {
+                p = skip_value(b, p);
+                goto member_done;
             }
         }
+        if (tn >= 0)
+            ct = tree_child(&d->stamps, tn, k ? &k->tparent : NULL, k ? &k->tchild : NULL, key,
+                            klen);
         if (*p == 'n' && !d->has_null) {
             /* an absent null: only an earlier duplicate of the key needs
              * clearing (the last one wins) */
@@ -535,7 +613,7 @@ static const char *build_object(dec_build *b, const char *p, int fn, int tn, int
         } else {
             lua_pushlstring(L, key, klen);
         }
-        p = build_value(b, p, cf, ct, slot);
+        p = build_value(b, p, cf, ct, ce, slot);
         lua_rawset(L, -3);
     member_done:
         p = skip_ws(p);
@@ -545,7 +623,7 @@ static const char *build_object(dec_build *b, const char *p, int fn, int tn, int
     return skip_ws(p) + 1;
 }
 
-static const char *build_array(dec_build *b, const char *p, int fn, int tn, int parent)
+static const char *build_array(dec_build *b, const char *p, int fn, int tn, int en, int parent)
 {
     lua_State *L = b->L;
     dec_stream *d = b->d;
@@ -557,7 +635,7 @@ static const char *build_array(dec_build *b, const char *p, int fn, int tn, int 
     lua_createtable(L, n > INT_MAX ? INT_MAX : (int)n, 0);
     p++;
     for (size_t i = 1; i <= n; i++) {
-        p = build_value(b, skip_ws(p), fn, tn, parent);
+        p = build_value(b, skip_ws(p), fn, tn, en, parent);
         lua_rawseti(L, -2, (lua_Integer)i);
         p = skip_ws(p);
         if (*p == ',')
@@ -570,13 +648,13 @@ static const char *build_array(dec_build *b, const char *p, int fn, int tn, int 
     return skip_ws(p) + 1;
 }
 
-static const char *build_value(dec_build *b, const char *p, int fn, int tn, int parent)
+static const char *build_value(dec_build *b, const char *p, int fn, int tn, int en, int parent)
 {
     switch (*p) {
     case '{':
-        return build_object(b, p, fn, tn, parent);
+        return build_object(b, p, fn, tn, en, parent);
     case '[':
-        return build_array(b, p, fn, tn, parent);
+        return build_array(b, p, fn, tn, en, parent);
     case '"': {
         const char *s;
         size_t n;
@@ -637,7 +715,7 @@ void dec_build_elem(lua_State *L, dec_stream *d, int uv)
         d->kc->busy = 1;
     d->building = 1;
     build_value(&b, d->buf + (el->start - d->base), d->use_fields ? 0 : -1, d->use_stamps ? 0 : -1,
-                -1);
+                d->use_exclude ? 0 : -1, -1);
     d->building = 0;
     if (d->kc_shared)
         d->kc->busy = 0;

@@ -82,28 +82,40 @@ typedef struct dec_tree {
     size_t nlen, ncap;
 } dec_tree;
 
-#define KEY_SLOTS 256 /* power of two */
-#define KEY_LIMIT 192 /* interned keys at most: the hash never fills up */
+#define KEY_SLOTS 256 /* the hash's size, a power of two */
+#define KEY_LIMIT 192 /* interned keys at most: the hash never fills up (and fits a byte) */
 #define KEY_MAX 38    /* longer keys are not interned */
+#define KEY_CHUNKS 3  /* 16-byte chunks that hold a key and its '":' */
 
-/* Objects of one kind list their keys in the same order, so each key also
+/* Objects of one kind list their keys in the same order, so each key
  * remembers the key that followed it and the first key of the object under
  * it (slot + 1, 0 = unknown): a guess checked with one comparison, which
- * spares hashing and probing for almost every key of a task run. */
+ * spares hashing and probing for almost every key of a task run. The key
+ * that followed depends on the object: "id" is followed by "created" in a
+ * task run and by "type" in its state, so it is kept for up to FOLLOW_WAYS
+ * parent keys. What the guess reads comes first, in the struct's first 64
+ * bytes. */
+#define FOLLOW_WAYS 4
 typedef struct dec_key {
-    uint32_t hash;
-    int ref; /* index in the keys table; 0 = empty slot */
-    int next, first;
-    /* the fields and timestamp_fields tree nodes of this key under the
-     * parent node last asked for (parent -2: not asked yet) */
-    int fparent, fchild, tparent, tchild;
-    uint64_t seen;            /* serial of the object that last set this key */
     unsigned char len, plain; /* plain: no '"' in bytes */
-    char bytes[KEY_MAX];
+    /* the key, then '"' and ':' (what follows it in compact JSON), then
+     * room for reading KEY_CHUNKS whole chunks */
+    char bytes[KEY_CHUNKS * 16];
+    /* the key that followed this one (fnext) in an object under the key
+     * fparent - 2 (1: at the top; 0: an unused way) */
+    unsigned char fpar[FOLLOW_WAYS], fnext[FOLLOW_WAYS];
+    int ref;             /* index in the keys table: the slot + 1 */
+    unsigned char first; /* the first key of an object under this one */
+    unsigned char fturn; /* the way to reuse next when all are taken */
     /* how this key's string values fare in the value cache: of vtries
      * lookups vhits hit; vskip values to come bypass it (ids, times) */
     unsigned char vtries, vhits;
     unsigned short vskip;
+    uint64_t seen; /* serial of the object that last set this key */
+    uint32_t hash;
+    /* the fields, timestamp_fields and exclude tree nodes of this key
+     * under the parent node last asked for (parent -2: not asked yet) */
+    int fparent, fchild, tparent, tchild, eparent, echild;
 } dec_key;
 
 /* Lua 5.3 and 5.4 hash every byte of a short string to intern it, so
@@ -119,7 +131,8 @@ typedef struct dec_key {
 /* A recent short string value (a state name, a tag, a flow run's id):
  * pushing it again from the keys table skips hashing and interning it. */
 typedef struct dec_val {
-    unsigned char len; /* 0 = empty slot */
+    unsigned char len;   /* 0 = empty slot */
+    unsigned char owner; /* the slot + 1 of the key that made it, or 0 */
     char bytes[VAL_MAX];
 } dec_val;
 
@@ -127,9 +140,13 @@ typedef struct dec_val {
  * whose user value holds the Lua strings), so a page's keys are made once
  * per Lua state rather than once per call. */
 typedef struct dec_keys {
-    dec_key slots[KEY_SLOTS];
+    /* the keys in the order first met, so the keys of one object lie side
+     * by side in memory; index[] is the hash of them (slot + 1, 0 = empty) */
+    dec_key slots[KEY_LIMIT];
+    unsigned char index[KEY_SLOTS];
+    unsigned char root_first;
     dec_val vals[VAL_CACHE ? VAL_SLOTS : 1]; /* direct-mapped by val_index */
-    int nkeys, root_first;
+    int nkeys;
     uint64_t serial; /* of the objects built, for dec_key.seen */
     int busy;        /* a decode() is building with it (a __gc could call decode()) */
     /* decode()'s records array, kept between calls: freeing a block this
@@ -147,8 +164,8 @@ struct dec_stream {
     /* d->depth inside the objects that must have a string "id" (2 for
      * SHAPE_RUNS, 1 for SHAPE_RUN); 0, which no key is at, otherwise */
     int id_depth;
-    int has_null, has_array_mt, use_fields, use_stamps;
-    dec_tree fields, stamps;
+    int has_null, has_array_mt, use_fields, use_stamps, use_exclude;
+    dec_tree fields, stamps, exclude;
 
     /* input: buf[0] is absolute offset base; buf[scan] the next byte to scan */
     char *buf;

@@ -418,6 +418,13 @@ key_end: /* p is just past a key's closing quote */
     goto colon;
 
 colon:
+    /* compact JSON (what Prefect sends): the value right after the ':' */
+    if (e - p >= 2 && *p == ':' && p[1] > ' ') {
+        p++;
+        if (d->id_member)
+            CHECK(dec_shape_id(d, p, POS(p)));
+        goto value_here;
+    }
     SKIP_WS;
     NEED(ST_COLON);
     if (*p != ':')
@@ -426,6 +433,17 @@ colon:
     goto value;
 
 after:
+    /* compact JSON: the next key or element right after the ',' */
+    if (e - p >= 2 && *p == ',' && p[1] > ' ') {
+        if (!top->obj) {
+            p++;
+            goto elem_here;
+        }
+        if (p[1] == '"') {
+            p++;
+            goto key_here;
+        }
+    }
     SKIP_WS;
     NEED(ST_AFTER);
     c = *p;

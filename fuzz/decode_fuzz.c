@@ -1,8 +1,8 @@
 /* libFuzzer target for the streaming decoder (csrc/decode*.c).
  *
  * Input: one flag byte, then the document. The flags pick decoder options and
- * how the document is cut into feed() slices; a hash of the input picks
- * max_size and the shape option. For every input the document is
+ * how the document is cut into feed() slices (the flags being full, a hash of
+ * the input picks max_size, the shape option and exclude). For every input the document is
  * decoded in one shot and streamed through feed/next at pseudo-random split
  * points; the two must agree: both succeed with equal values (element by
  * element for a top-level array, with integer/float subtypes and the sign of
@@ -31,6 +31,8 @@ static const char check_lua[] =
     "if flags % 8 >= 4 then opts.null = false end\n"
     "if flags % 16 >= 8 then opts.array_mt = {} end\n"
     "if flags % 32 >= 16 then opts.max_depth = 6 end\n"
+    "if seed % 3 == 1 then opts.exclude = {'state.state_details', 'b', 'a.c', {'x.y'}, 'id.z'} "
+    "end\n"
     "if seed % 5 == 0 then opts.max_size = math.max(1, #s - seed % 8) end\n"
     "local shape = ({'runs', 'run', 'count'})[seed % 7]\n"
     "if shape then opts.shape = shape end\n"

@@ -136,6 +136,8 @@ describe("client options", function()
       raises('transport must be "curl", "ngx"', prefect.client, { transport = "tcp" })
       raises("retry_codes%[2%] must be an HTTP status code", prefect.client, { retry_codes = { 503, "x" } })
       raises("fields%[1%] must be a non%-empty string", prefect.client, { fields = { 1 } })
+      raises("exclude%[2%] must be a non%-empty string", prefect.client, { exclude = { "tags", "" } })
+      raises("exclude must be a list of field names", prefect.client, { exclude = "tags" })
       raises('timestamps must be "epoch"', prefect.client, { timestamps = "unix" })
       raises("PREFECT_API_URL must be an http", prefect.client,
          { getenv = env{ PREFECT_API_URL = "localhost:4200" } })

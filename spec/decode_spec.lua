@@ -480,6 +480,113 @@ describe("prefect.core.decode", function()
     end)
   end)
 
+  describe("option exclude", function()
+    local run = '{"id":"r1","name":"n","state":{"type":"COMPLETED","name":"Done","state_details":' ..
+      '{"x":1}},"tags":["a"],"labels":{"prefect.flow.id":"f1","other":2},' ..
+      '"task_inputs":{"since":[{"input_type":"parameter","name":"since"}]},"end_time":null}'
+
+    -- cjson's value of s, with each path (a list of keys) removed from it and from the objects
+    -- of any array on the way, as exclude means it
+    local function without(s, paths)
+      local function drop(v, path, i)
+        if type(v) ~= "table" then
+          return
+        end
+        if v[1] ~= nil then
+          for _, x in ipairs(v) do
+            drop(x, path, i)
+          end
+        elseif i == #path then
+          v[path[i]] = nil
+        else
+          drop(v[path[i]], path, i + 1)
+        end
+      end
+      local v = cjson.decode(s)
+      for _, path in ipairs(paths) do
+        drop(v, path, 1)
+      end
+      return v
+    end
+
+    it("leaves out the listed paths and keeps everything else", function()
+      local v = core.decode(run, { exclude = { "state.state_details", "task_inputs", "labels.other" } })
+      assert.same({ id = "r1", name = "n", state = { type = "COMPLETED", name = "Done" }, tags = { "a" },
+        labels = { ["prefect.flow.id"] = "f1" } }, v)
+    end)
+
+    it("leaves out a whole branch when a path and its prefix are both listed", function()
+      local v = core.decode(run, { exclude = { "state.type", "state", "missing.path" } })
+      assert.same({ id = "r1", name = "n", tags = { "a" }, labels = { ["prefect.flow.id"] = "f1", other = 2 },
+        task_inputs = { since = { { input_type = "parameter", name = "since" } } } }, v)
+    end)
+
+    it("takes a list of keys, passes through arrays and keeps values on a partial path", function()
+      local v = core.decode("[" .. run .. "," .. run .. "]",
+        { exclude = { { "labels", "prefect.flow.id" }, "task_inputs.since.name", "name.x", "tags.y" } })
+      local want = without(run, { { "labels", "prefect.flow.id" }, { "task_inputs", "since", "name" } })
+      want.end_time = nil
+      assert.same({ want, want }, v)
+      local got = stream({ "[" .. run .. ",", run .. "]" }, { exclude = { "state", "id" } })
+      want = without(run, { { "state" }, { "id" } })
+      want.end_time = nil
+      assert.same({ want, want }, got)
+    end)
+
+    it("combines with fields: what fields keeps, minus what exclude leaves out", function()
+      local v = core.decode(run, { fields = { "id", "state" }, exclude = { "state.state_details", "id" } })
+      assert.same({ state = { type = "COMPLETED", name = "Done" } }, v)
+      v = core.decode(run,
+        { fields = { "state.type", "labels" }, exclude = { "state.type", "labels.other" } })
+      assert.same({ state = {}, labels = { ["prefect.flow.id"] = "f1" } }, v)
+    end)
+
+    it("combines with null and timestamps", function()
+      local v = core.decode(run,
+        { exclude = { "end_time", "state" }, null = false, fields = { "end_time", "id" } })
+      assert.same({ id = "r1" }, v)
+      v = core.decode('{"created":"1970-01-01T00:00:10Z","state":{"timestamp":"1970-01-01T00:00:20Z","x":1}}',
+        { timestamps = "epoch", timestamp_fields = { "created", "state.timestamp" },
+          exclude = { "state.x" } })
+      assert.same({ created = 10, state = { timestamp = 20 } }, v)
+    end)
+
+    it("decodes nothing of what it leaves out, so errors there are still found", function()
+      expect_error('{"id":1,"x":"\\q"}', "invalid escape", 15, { exclude = { "x" } })
+      expect_error('{"id":1,"x":[1,}', "unexpected character", 16, { exclude = { "x" } })
+    end)
+
+    it("refuses what is not a list of paths", function()
+      assert.has_error(function() core.decoder({ exclude = "id" }) end,
+        "decoder option 'exclude': a list of paths expected")
+      assert.has_error(function() core.decoder({ exclude = { "a..b" } }) end,
+        "decoder option 'exclude'[1]: empty key in path")
+      assert.has_error(function() core.decoder({ exclude = { 5 } }) end,
+        "decoder option 'exclude'[1]: a path string or a list of keys expected")
+    end)
+
+    it("agrees with cjson minus the paths on pages, one shot and streamed", function()
+      local paths = { { "state", "state_details" }, { "task_inputs" }, { "empirical_policy" }, { "labels" } }
+      local opts = { exclude = { "state.state_details", "task_inputs", "empirical_policy", "labels" } }
+      for _, page in ipairs({ generated_page(50, 7), cjson.encode(cjson.decode(fixture).task_runs) }) do
+        local want = without(page, paths)
+        for _ = 1, 2 do
+          assert.is_true(same(core.decode(page, { exclude = opts.exclude, null = cjson.null }),
+            (without(page, paths))))
+          local plain = core.decode(page, opts)
+          assert.equals(#want, #plain)
+          assert.is_nil(plain[1].state.state_details)
+          assert.is_not_nil(core.decode(page)[1].state.state_details)
+          local pieces = {}
+          for i = 1, #page, 777 do
+            pieces[#pieces + 1] = page:sub(i, i + 776)
+          end
+          assert.is_true(same(stream(pieces, { exclude = opts.exclude, null = cjson.null }), want))
+        end
+      end
+    end)
+  end)
+
   describe("option timestamps", function()
     it("turns Prefect's timestamp fields into epoch seconds", function()
       local runs = cjson.decode(fixture).task_runs

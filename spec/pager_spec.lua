@@ -109,6 +109,23 @@ describe("paging over 10,000 runs", function()
       assert.is_true(stamped > 0)
    end)
 
+   it("hands out runs minus the branches exclude names, always with their id", function()
+      local c = new_client(srv, { exclude = { "state.state_details", "task_inputs" } })
+      local n = 0
+      for run in c:task_runs({ limit = 30 }, { exclude = { "id", "tags", "state.state_details" } }) do
+         n = n + 1
+         assert.is_string(run.id) -- kept: the pager needs it
+         assert.is_nil(run.tags)
+         assert.is_table(run.task_inputs) -- the call's exclude replaces the client's
+         assert.is_string(run.state.type)
+         assert.is_nil(run.state.state_details)
+      end
+      assert.equal(30, n)
+      local page = assert(c:page({ limit = 5 }))
+      assert.is_nil(page[1].task_inputs)
+      assert.is_table(page[1].tags)
+   end)
+
    it("reads from the query's offset", function()
       local c = new_client(srv)
       local all = c:page({ limit = 20 }, 0)

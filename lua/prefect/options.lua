@@ -351,6 +351,10 @@ options.LIST = {
    { name = "fields", layer = "decoder", check = check_fields, shown = "every field",
       doc = 'Decode only these fields (`{"id", "name", "state.type"}`); the rest is skipped in C. '
          .. "Reads always add `id`." },
+   { name = "exclude", layer = "decoder", check = check_fields, shown = "nothing",
+      doc = 'Decode everything but these fields (`{"state.state_details", "task_inputs"}`): the '
+         .. "inverse of `fields`, skipped in C as well. Given with `fields`, it leaves out paths of what "
+         .. "`fields` keeps. Reads always keep `id`." },
    { name = "timestamps", layer = "decoder", check = check_timestamps, default = false,
       doc = '`"epoch"` turns Prefect\'s timestamps into epoch seconds; `false` keeps ISO-8601 strings.' },
    { name = "null", layer = "decoder", check = function() end, shown = "absent",
@@ -482,7 +486,8 @@ end
 --- The decoder options of one read: the client's (already resolved), with
 -- the call's given ones over them, and the `shape` the body must have
 -- ("runs" for a page, "run" for one task run; the decoder checks it as the
--- bytes arrive); `need_id` adds `id` to `fields`.
+-- bytes arrive); `need_id` adds `id` to `fields` and takes it out of
+-- `exclude`.
 function options.decoder(defaults, call_opts, shape, need_id)
    local d = { shape = shape }
    for k, v in pairs(defaults) do d[k] = v end
@@ -490,6 +495,11 @@ function options.decoder(defaults, call_opts, shape, need_id)
       for _, k in ipairs(options.DECODE_NAMES) do
          if call_opts[k] ~= nil then d[k] = call_opts[k] end
       end
+   end
+   if need_id and d.exclude then
+      local e = {}
+      for _, x in ipairs(d.exclude) do if x ~= "id" then e[#e + 1] = x end end
+      d.exclude = e
    end
    if need_id and d.fields then
       local has = false

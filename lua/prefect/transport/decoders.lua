@@ -16,7 +16,8 @@ local IDLE_PER_QUERY = 4
 
 -- The request's decode options the decoder takes.
 local OPTIONS = {
-   "fields", "timestamps", "timestamp_fields", "null", "array_mt", "max_depth", "max_size", "shape",
+   "fields", "exclude", "timestamps", "timestamp_fields", "null", "array_mt", "max_depth", "max_size",
+   "shape",
 }
 
 local Pool = {}
