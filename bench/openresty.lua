@@ -56,7 +56,8 @@ end
 local MODES = { "plain", "chunked", "gzip" }
 local HANDLERS = {
    { name = "prefect", label = "lua-prefect, every field", code = "app.prefect('%s')" },
-   { name = "fields", label = "lua-prefect, fields of 4", code = "app.prefect('%s', true)" },
+   { name = "fields", label = "lua-prefect, fields of 4", code = "app.prefect('%s', 'fields')" },
+   { name = "exclude", label = "lua-prefect, exclude 3 branches", code = "app.prefect('%s', 'exclude')" },
    { name = "hand", label = "by hand: ngx.socket.tcp + cjson", code = "app.hand('%s')" },
 }
 

@@ -5,7 +5,7 @@
 -- "chunked" without one (nginx sends it chunked), "gzip" compressed and chunked when the
 -- request accepts gzip.
 --
--- Front (`prefect(mode, fields)`, `hand(mode)`): reads that page from the upstream at
+-- Front (`prefect(mode [, "fields" | "exclude"])`, `hand(mode)`): reads that page from the upstream at
 -- BENCH_UPSTREAM (host:port) and answers a small summary: the runs read, how many COMPLETED,
 -- the longest name. `prefect` uses one lua-prefect client per mode and worker, `hand` the
 -- hand-written peer (bench/peers/ngx_socket_cjson.lua). `memory()` answers the worker's Lua heap
@@ -14,6 +14,11 @@
 local app = {}
 
 local FIELDS = { "id", "name", "state_type", "end_time" }
+-- the read options of each lua-prefect handler but the one that decodes every field
+local READ_OPTS = {
+   fields = { fields = FIELDS },
+   exclude = { exclude = { "state.state_details", "task_inputs", "empirical_policy" } },
+}
 
 local pages = {}
 local served = 0
@@ -56,8 +61,8 @@ end
 
 local clients = {}
 
-function app.prefect(mode, fields)
-   local key = mode .. (fields and ":fields" or "")
+function app.prefect(mode, variant)
+   local key = mode .. ":" .. (variant or "every")
    local client = clients[key]
    if not client then
       client = require("prefect").client{
@@ -67,7 +72,7 @@ function app.prefect(mode, fields)
       clients[key] = client
    end
    local count, completed, longest = 0, 0, 0
-   for run in client:task_runs({ limit = 200 }, fields and { fields = FIELDS } or nil) do
+   for run in client:task_runs({ limit = 200 }, variant and READ_OPTS[variant] or nil) do
       count = count + 1
       if run.state_type == "COMPLETED" then completed = completed + 1 end
       if #run.name > longest then longest = #run.name end
