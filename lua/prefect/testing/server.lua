@@ -43,6 +43,11 @@ local SMALL_BODY = 16384
 local SLICE = 262144
 -- The endless fault modes send blocks of about this size, one per round of the loop.
 local FLOOD_BLOCK = 65536
+-- libcurl skips a chunk extension of any length at full speed, so an unpaced
+-- chunk_line_endless would reach endless_max_bytes (and close) within about a
+-- second on loopback: paced at 64 KiB every 5 ms, the client's stall_timeout
+-- decides how the read ends, as it would against a server that never stops.
+local CHUNK_EXTENSION_PAUSE = 0.005
 -- header_bytes: the value of X-Big, sent a block at a time.
 local FILLER = string.rep("x", FLOOD_BLOCK)
 -- bad_chunk: the first chunk-size line, not hex.
@@ -276,10 +281,10 @@ local function head_parts(status, headers, spec)
    return { head:sub(1, -3) .. "X-Big: ", spec.header_bytes, "\r\n\r\n" }
 end
 
---- Sends `prefix` (if any), then `unit` over and over: the endless fault modes. Ends when the client
--- goes away or stops reading for write_timeout, or at the caps endless_max_bytes and
--- endless_max_seconds. Returns false: the connection is done.
-function Server:flood(conn, unit, prefix)
+--- Sends `prefix` (if any), then `unit` over and over, `pause` seconds between blocks: the
+-- endless fault modes. Ends when the client goes away or stops reading for write_timeout, or at
+-- the caps endless_max_bytes and endless_max_seconds. Returns false: the connection is done.
+function Server:flood(conn, unit, prefix, pause)
    local o = self.opts
    local block = string.rep(unit, math.max(1, math.floor(FLOOD_BLOCK / #unit)))
    if prefix and not conn:send(prefix, 1, #prefix, gettime() + o.write_timeout) then return false end
@@ -288,7 +293,7 @@ function Server:flood(conn, unit, prefix)
       if not conn:send(block, 1, #block, gettime() + o.write_timeout) then return false end
       sent = sent + #block
       -- A client that reads as fast as this writes never makes a send wait: let the others run.
-      self.loop:sleep(0)
+      self.loop:sleep(pause or 0)
    end
    log(self, "endless response stopped at its cap")
    return false
@@ -352,7 +357,9 @@ function Server:respond(conn, req, res, spec)
       return ok and keep
    end
    if head and not writer:head(head) then return false end
-   if spec and spec.chunk_line_endless then return self:flood(conn, "x", "1;") end
+   if spec and spec.chunk_line_endless then
+      return self:flood(conn, "x", "1;", CHUNK_EXTENSION_PAUSE)
+   end
 
    local next_piece = iter
    if not next_piece then
