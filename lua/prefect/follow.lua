@@ -69,12 +69,8 @@ local NEEDED_FIELDS = { "id", "end_time", "state_type", "state_name", "state_id"
 --- Microseconds since the epoch of a time value (ISO-8601 string or epoch
 -- seconds), or nil when it is absent or not a time.
 function follow.micros(v)
-   local s, us
-   if type(v) == "string" then
-      s, us = time.parse_iso(v)
-   elseif type(v) == "number" then
-      s, us = time.from_epoch(v)
-   end
+   if type(v) ~= "string" and type(v) ~= "number" then return nil end
+   local s, us = time.parse(v)
    if not s then return nil end
    return s * 1000000 + us
 end

@@ -264,36 +264,38 @@ local function lookup(id, got, cache)
    return v
 end
 
--- The ids of the runs' flow runs not known yet, as a set. Only a new id is checked to be a UUID
--- (ids are sent in the body unescaped), so a page of known flow runs costs a lookup a run.
-function Job:_new_flow_run_ids()
-   local set, got, cache = {}, self.got_runs, self.inc.flow_runs
-   for _, run in ipairs(self.runs) do
-      local id = type(run) == "table" and run.flow_run_id
-      if type(id) == "string" and not set[id] and lookup(id, got, cache) == nil and id:match(UUID) then
-         set[id] = true
-      end
-   end
-   return set
-end
-
 -- The flow run of `run` (nil or false when there is none).
 function Job:_flow_run(run)
    local id = type(run) == "table" and run.flow_run_id
    return type(id) == "string" and self.got_runs[id]
 end
 
--- The ids of the flows of the runs' flow runs not known yet, as a set.
-function Job:_new_flow_ids()
-   local set, got, cache = {}, self.got_flows, self.inc.flows
+-- The ids `id_of(run)` gives for the runs that neither `got` nor `cache` knows, as a set. Only a
+-- new id is checked to be a UUID (ids are sent in the body unescaped), so a page of known ids
+-- costs a lookup a run.
+function Job:_new_ids(id_of, got, cache)
+   local set = {}
    for _, run in ipairs(self.runs) do
-      local fr = self:_flow_run(run)
-      local id = fr and fr.flow_id
+      local id = id_of(run)
       if type(id) == "string" and not set[id] and lookup(id, got, cache) == nil and id:match(UUID) then
          set[id] = true
       end
    end
    return set
+end
+
+-- The ids of the runs' flow runs not known yet.
+function Job:_new_flow_run_ids()
+   return self:_new_ids(function(run) return type(run) == "table" and run.flow_run_id end,
+      self.got_runs, self.inc.flow_runs)
+end
+
+-- The ids of the flows of the runs' flow runs not known yet.
+function Job:_new_flow_ids()
+   return self:_new_ids(function(run)
+      local fr = self:_flow_run(run)
+      return fr and fr.flow_id
+   end, self.got_flows, self.inc.flows)
 end
 
 function Job:_attach()

@@ -207,14 +207,10 @@ local function check_logger(name, v)
 end
 
 local function check_since(name, v)
-   local ok, why
-   if type(v) == "string" then
-      ok, why = time.parse_iso(v)
-   elseif type(v) == "number" then
-      ok, why = time.from_epoch(v)
-   else
+   if type(v) ~= "string" and type(v) ~= "number" then
       return name .. " must be an ISO-8601 string or epoch seconds, got " .. type(v)
    end
+   local ok, why = time.parse(v)
    if not ok then return name .. ": " .. tostring(v) .. " is not a time (" .. why .. ")" end
 end
 

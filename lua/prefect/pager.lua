@@ -333,38 +333,35 @@ function Pager:_satisfied()
    return true
 end
 
+-- The blocking driver's answer to a step: sleeps out a retry wait (then the
+-- exchange retries on the next step), raises a final error.
+function Pager:_waited_out(what, v, ex)
+   if what == "wait" then
+      local src = self.source
+      local left = v - src.clock()
+      if left > 0 then src.sleep(left) end
+      ex:waited()
+   elseif what == nil then
+      self:_fail(v)
+      error(v, 0)
+   end
+end
+
 --- The next run, or nil at the end. Raises the structured error on failure,
 --- and the same error on every call after that.
 function Pager:next_run()
    if self.err then error(self.err, 0) end
    if self.finished then return nil end
-   local src = self.source
    while true do
       if self.ready then
          local run, over = self:_ready_run()
          if run ~= nil then return run end
          if over then return nil end
       elseif self.job then
-         local what, v, ex = self:_step_job(nil)
-         if what == "wait" then
-            local left = v - src.clock()
-            if left > 0 then src.sleep(left) end
-            ex:waited()
-         elseif what == nil then
-            self:_fail(v)
-            error(v, 0)
-         end
+         self:_waited_out(self:_step_job(nil))
       elseif not self.req then
          if self:_satisfied() then return nil end
-         local what, v, ex = self:_open(nil)
-         if what == "wait" then
-            local left = v - src.clock()
-            if left > 0 then src.sleep(left) end
-            ex:waited()
-         elseif what == nil then
-            self:_fail(v)
-            error(v, 0)
-         end
+         self:_waited_out(self:_open(nil))
       else
          local run, err = self.req:next()
          if run ~= nil then

@@ -211,19 +211,23 @@ function time.from_table(t)
    return seconds, us
 end
 
---- Any accepted time value to Prefect's string. Returns the string; or nil, reason, bad_key.
-function time.normalize(value)
-   local s, us, extra
+--- Any accepted time value (ISO-8601 string, epoch number, date table).
+-- Returns seconds, micros; or nil, reason, bad_key.
+function time.parse(value)
    local t = type(value)
    if t == "string" then
-      s, us = time.parse_iso(value)
+      return time.parse_iso(value)
    elseif t == "number" then
-      s, us = time.from_epoch(value)
+      return time.from_epoch(value)
    elseif t == "table" then
-      s, us, extra = time.from_table(value)
-   else
-      return nil, "expected an ISO-8601 string, an epoch number or a date table"
+      return time.from_table(value)
    end
+   return nil, "expected an ISO-8601 string, an epoch number or a date table"
+end
+
+--- Any accepted time value to Prefect's string. Returns the string; or nil, reason, bad_key.
+function time.normalize(value)
+   local s, us, extra = time.parse(value)
    if not s then return nil, us, extra end
    return time.format(s, us)
 end
