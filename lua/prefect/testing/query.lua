@@ -1209,6 +1209,16 @@ local function ordering(keys, rowid, count, desc, nulls_high)
    return order
 end
 
+-- The page (p.offset, p.limit) of `rows` sorted by their `keys` (ties by `rowid`), as ordering
+-- puts them.
+local function sorted_page(rows, keys, rowid, desc, store, p)
+   local order = ordering(keys, rowid, #rows, desc, store.nulls_high)
+   local out = {}
+   local offset, limit = p.offset or 0, p.limit
+   for k = offset + 1, math.min(#rows, offset + limit) do out[#out + 1] = rows[order[k]] end
+   return out
+end
+
 -- Seconds a run has run so far, as Prefect's estimated_run_time computes it at request time: the
 -- recorded total, plus the time since a RUNNING run's state began.
 local function estimated_run_time(run, now_us)
@@ -1357,11 +1367,7 @@ function query.flow_runs(store, p, prefect)
          keys[k] = r[key]
       end
    end
-   local order = ordering(keys, rowid, #rows, desc, store.nulls_high)
-   local out = {}
-   local offset, limit = p.offset or 0, p.limit
-   for k = offset + 1, math.min(#rows, offset + limit) do out[#out + 1] = rows[order[k]] end
-   return out
+   return sorted_page(rows, keys, rowid, desc, store, p)
 end
 
 -- flows(store, params, prefect) --> array of flow records for /flows/filter. As Prefect does it: the
@@ -1415,11 +1421,7 @@ function query.flows(store, p, prefect)
    local desc = sort ~= "NAME_ASC"
    local keys, rowid = {}, {}
    for k, f in ipairs(rows) do keys[k], rowid[k] = f[key], k end
-   local order = ordering(keys, rowid, #rows, desc, store.nulls_high)
-   local out = {}
-   local offset, limit = p.offset or 0, p.limit
-   for k = offset + 1, math.min(#rows, offset + limit) do out[#out + 1] = rows[order[k]] end
-   return out
+   return sorted_page(rows, keys, rowid, desc, store, p)
 end
 
 return query
