@@ -271,7 +271,7 @@ describe("concurrency and a page ahead that fails", function()
       function()
          local waits, handed_out = {}, 0
          local c = new_client(srv, { page_size = 50, accept_encoding = false,
-            headers = { ["X-Test-Fault"] = "fail_first=1; key=concurrency-cut; cut_after=30000" },
+            headers = { ["X-Test-Fault"] = "fail_first=1; key=concurrency-cut; offset=0; cut_after=30000" },
             sleep = function() waits[#waits + 1] = handed_out end })
          local ids = {}
          for run in c:task_runs({ limit = 280 }, { concurrency = 3 }) do
