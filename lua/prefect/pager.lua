@@ -451,6 +451,16 @@ function Poller:_retry_wait(due, wait_ms)
    return src.clock() < due
 end
 
+-- The poller's answer to a step of an exchange (a page's or the include
+-- job's): true when poll should return now, false to go on, or nil, err.
+function Poller:_answer(wait_ms, what, v)
+   self.state, self.retry_at = "reading", nil
+   if what == nil then return nil, v end
+   if what == "busy" then return true end
+   if what == "wait" then return self:_retry_wait(v, wait_ms) end
+   return false
+end
+
 -- With include: hands out ready runs, or steps the job; as _step.
 function Poller:_step_include(out, wait_ms, budget)
    if self.ready then
@@ -462,31 +472,20 @@ function Poller:_step_include(out, wait_ms, budget)
       end
       return true
    end
-   local what, v = self:_step_job(wait_ms)
-   self.state, self.retry_at = "reading", nil
-   if what == nil then return nil, v end
-   if what == "busy" then return true end
-   if what == "wait" then return self:_retry_wait(v, wait_ms) end
-   return false
+   return self:_answer(wait_ms, self:_step_job(wait_ms))
 end
 
 -- One step of the read; returns true when poll should return now, or nil, err.
 function Poller:_step(out, wait_ms)
+   local budget = self.max_runs and self.max_runs - #out
    if self.ready or self.job then
-      local budget = self.max_runs and self.max_runs - #out
       if budget and budget <= 0 then return true end
       return self:_step_include(out, wait_ms, budget)
    end
    if not self.req then
       if self:_satisfied() then return true end
-      local what, v = self:_open(wait_ms)
-      self.state, self.retry_at = "reading", nil
-      if what == nil then return nil, v end
-      if what == "busy" then return true end
-      if what == "wait" then return self:_retry_wait(v, wait_ms) end
-      return false
+      return self:_answer(wait_ms, self:_open(wait_ms))
    end
-   local budget = self.max_runs and self.max_runs - #out
    if budget and budget <= 0 then return true end
    local list, done = self.req:poll(wait_ms, budget)
    if list == nil then
