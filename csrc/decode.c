@@ -411,6 +411,21 @@ static void share_keys(lua_State *L, dec_stream *d, int ud)
             kc->slots[i].fparent = kc->slots[i].tparent = kc->slots[i].eparent = -2;
 }
 
+/* dec_build_direct on s[0..n), for decode(). (The fuzzer's Lua allocates
+ * a string's n bytes and its '\0' exactly, so that the address sanitizer
+ * sees any read past them.) */
+static int decode_direct(lua_State *L, dec_stream *d, int ud, const char *s, size_t n)
+{
+    int built;
+    lua_getiuservalue(L, ud, 1);
+    built = dec_build_direct(L, d, lua_gettop(L), s, n);
+    if (built)
+        lua_remove(L, -2);
+    else
+        lua_pop(L, 1);
+    return built;
+}
+
 static int l_decode(lua_State *L)
 {
     size_t n;
@@ -422,6 +437,10 @@ static int l_decode(lua_State *L)
         dec_append(d, s, n); /* records the size error */
         return dec_push_error(L, d);
     }
+    /* one pass first; the scanner and the builder behind it otherwise
+     * (a count is too small to be worth it) */
+    if (d->shape != SHAPE_COUNT && decode_direct(L, d, ud, s, n))
+        return 1;
     /* a task-run page has a container every 160 bytes or so: one
      * allocation instead of a string of doublings */
     size_t want = n / 128 + 64 < DEC_SPARE_RECS ? n / 128 + 64 : DEC_SPARE_RECS;

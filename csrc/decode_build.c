@@ -1,6 +1,12 @@
-/* The builder behind d:next(): turns a scanned element's bytes into Lua
- * values, trusting them (the scanner has validated them), with every
- * table made at its final size and object keys taken from the key cache. */
+/* The builder behind d:next() and decode(): turns JSON bytes into Lua
+ * values, object keys taken from the key cache. It runs in one of two ways.
+ * Behind the scanner it trusts the bytes (they are validated) and makes
+ * every table at its final size from the scanner's records. In one pass
+ * ("direct", decode()'s first try) it reads bytes nothing has scanned: it
+ * checks everything the scanner would, sizes tables from what the same
+ * key held last time, and gives up (NULL) at the first thing it does not
+ * accept, so that the scanner, run next, reports every error in one
+ * place. */
 #include <float.h>
 #include <limits.h>
 #include <locale.h>
@@ -10,6 +16,13 @@
 
 #include "decode_internal.h"
 
+/* What the builder's inner loop is made of, inlined however large */
+#if defined(__GNUC__)
+#define BUILD_INLINE inline __attribute__((always_inline))
+#else
+#define BUILD_INLINE inline
+#endif
+
 typedef struct dec_build {
     lua_State *L;
     dec_stream *d;
@@ -18,13 +31,53 @@ typedef struct dec_build {
     int uv, keys;    /* stack indexes of the user value and the keys table */
     int kbase;       /* key ref r is also at stack index kbase + r; 0: not */
     int escapes;
+    int depth;                          /* the containers open */
+    unsigned char no_order[ORDER_KEYS]; /* the guesses without a key cache: none */
 } dec_build;
 
+/* Whitespace between scanned bytes: nothing else there is below '!'. */
 static inline const char *skip_ws(const char *p)
 {
     while ((unsigned char)*p <= ' ')
         p++;
     return p;
+}
+
+/* Whitespace anywhere, for the one-pass builder, whose input ends with a
+ * '\0' (a Lua string's): that byte stops every loop and every test of
+ * what comes next, as no JSON token starts with it, so none of them need
+ * to look for the end. */
+static inline const char *skip_ws_any(const char *p)
+{
+    if ((unsigned char)*p > ' ') /* compact JSON */
+        return p;
+    while (dec_ws_class[(unsigned char)*p])
+        p++;
+    return p;
+}
+
+/* The direct builder's ':' after a key, and what follows it; NULL when
+ * something else comes. */
+static inline const char *direct_colon(const char *p)
+{
+    p = skip_ws_any(p);
+    return *p == ':' ? skip_ws_any(p + 1) : NULL;
+}
+
+/* The direct builder's step after a value in a container closed by c:
+ * the next member or element (*more set), or the closing bracket; NULL
+ * when something else comes. */
+static inline const char *direct_after(const char *p, char c, int *more)
+{
+    if (p[0] == ',' && p[1] == '"') { /* compact JSON: a key, or a string element */
+        *more = 1;
+        return p + 1;
+    }
+    p = skip_ws_any(p);
+    *more = *p == ',';
+    if (*more)
+        return skip_ws_any(p + 1);
+    return *p == c ? p : NULL;
 }
 
 static void *scratch(dec_build *b, size_t n)
@@ -53,31 +106,10 @@ static unsigned hex4(const char *s)
     return v;
 }
 
-/* p is at a string's opening quote. Sets *s, *n to its bytes (unescaped
- * into the scratch buffer when needed) and returns what follows it. */
-static inline const char *read_string(dec_build *b, const char *p, const char **s, size_t *n)
+/* The valid string with escapes from p (its opening quote) to q (its
+ * closing one), unescaped into the scratch buffer: sets *s, *n. */
+static void unescape(dec_build *b, const char *p, const char *q, const char **s, size_t *n)
 {
-    const char *q = p + 1;
-    int escaped = 0;
-    if (!b->escapes) {
-        const char *end = find_quote(q, b->end);
-        *s = q;
-        *n = (size_t)(end - q);
-        return end + 1;
-    }
-    while (*q != '"') {
-        if (*q == '\\') {
-            escaped = 1;
-            q += 2;
-        } else {
-            q++;
-        }
-    }
-    if (!escaped) {
-        *s = p + 1;
-        *n = (size_t)(q - p - 1);
-        return q + 1;
-    }
     char *o = scratch(b, (size_t)(q - p)), *start = o;
     for (const char *r = p + 1; r < q;) {
         if (*r != '\\') {
@@ -132,7 +164,209 @@ static inline const char *read_string(dec_build *b, const char *p, const char **
     }
     *s = start;
     *n = (size_t)(o - start);
+}
+
+/* p is at a scanned string's opening quote. Sets *s, *n to its bytes
+ * (unescaped into the scratch buffer when needed) and returns what
+ * follows it. */
+static inline const char *read_string(dec_build *b, const char *p, const char **s, size_t *n)
+{
+    const char *q = p + 1;
+    int escaped = 0;
+    if (!b->escapes) {
+        const char *end = find_quote(q, b->end);
+        *s = q;
+        *n = (size_t)(end - q);
+        return end + 1;
+    }
+    while (*q != '"') {
+        if (*q == '\\') {
+            escaped = 1;
+            q += 2;
+        } else {
+            q++;
+        }
+    }
+    *s = p + 1;
+    *n = (size_t)(q - p - 1);
+    if (escaped)
+        unescape(b, p, q, s, n);
     return q + 1;
+}
+
+/* The four hex digits at p (before end), or -1. */
+static long hex4_checked(const unsigned char *p, const unsigned char *end)
+{
+    long v = 0;
+    if (end - p < 4)
+        return -1;
+    for (int i = 0; i < 4; i++) {
+        unsigned c = p[i];
+        if (c - '0' < 10)
+            c -= '0';
+        else if ((c | 0x20) - 'a' < 6)
+            c = (c | 0x20) - 'a' + 10;
+        else
+            return -1;
+        v = v << 4 | (long)c;
+    }
+    return v;
+}
+
+/* The length of the valid UTF-8 sequence of two to four bytes at p
+ * (before end), or 0: the scanner's rules (no overlong forms, no
+ * surrogates, nothing above U+10FFFF). */
+static int utf8_length(const unsigned char *p, const unsigned char *end)
+{
+    unsigned c = *p, lo = 0x80, hi = 0xbf;
+    int need;
+    if (c >= 0xc2 && c <= 0xdf) {
+        need = 1;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        need = 2;
+        lo = c == 0xe0 ? 0xa0 : 0x80;
+        hi = c == 0xed ? 0x9f : 0xbf;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        need = 3;
+        lo = c == 0xf0 ? 0x90 : 0x80;
+        hi = c == 0xf4 ? 0x8f : 0xbf;
+    } else {
+        return 0;
+    }
+    if (end - p <= need)
+        return 0;
+    for (int i = 1; i <= need; i++) {
+        if (p[i] < lo || p[i] > hi)
+            return 0;
+        lo = 0x80;
+        hi = 0xbf;
+    }
+    return need + 1;
+}
+
+/* The rest of a string for the direct builder, from q, its first byte
+ * that is not plain ASCII (p: its opening quote): checked as the scanner
+ * checks it, then unescaped when needed. NULL when it is not valid. */
+static const char *direct_string_slow(dec_build *b, const char *p, const char *q, const char **s,
+                                      size_t *n)
+{
+    const unsigned char *u = (const unsigned char *)q, *end = (const unsigned char *)b->end;
+    int escaped = 0;
+    for (;;) {
+        unsigned c;
+        if (u == end)
+            return NULL;
+        c = *u;
+        if (c == '"')
+            break;
+        if (c < 0x20)
+            return NULL;
+        if (c < 0x80 && c != '\\') {
+            u++;
+            continue;
+        }
+        if (c >= 0x80) {
+            int len = utf8_length(u, end);
+            if (!len)
+                return NULL;
+            u += len;
+            continue;
+        }
+        escaped = 1;
+        if (end - u < 2)
+            return NULL;
+        c = u[1];
+        if (c != 'u') {
+            if (c != '"' && c != '\\' && c != '/' && c != 'b' && c != 'f' && c != 'n' && c != 'r' &&
+                c != 't')
+                return NULL;
+            u += 2;
+            continue;
+        }
+        long cp = hex4_checked(u + 2, end);
+        u += 6;
+        if (cp < 0 || (cp >= 0xdc00 && cp <= 0xdfff))
+            return NULL;
+        if (cp >= 0xd800 && cp <= 0xdbff) {
+            long low;
+            if (end - u < 2 || u[0] != '\\' || u[1] != 'u')
+                return NULL;
+            low = hex4_checked(u + 2, end);
+            if (low < 0xdc00 || low > 0xdfff)
+                return NULL;
+            u += 6;
+        }
+    }
+    *s = p + 1;
+    *n = (size_t)((const char *)u - p - 1);
+    if (escaped)
+        unescape(b, p, (const char *)u, s, n);
+    return (const char *)u + 1;
+}
+
+/* p is at the opening quote of a string nothing has scanned. Sets *s, *n
+ * as read_string does and returns what follows it; NULL when the string
+ * is not valid or not closed. */
+static inline const char *direct_string(dec_build *b, const char *p, const char **s, size_t *n)
+{
+    const unsigned char *q = (const unsigned char *)p + 1, *end = (const unsigned char *)b->end;
+    int quote = 0;
+    while (end - q >= CHUNK) {
+        size_t k = special_at(q, &quote);
+        if (k < CHUNK) {
+            q += k;
+            goto special;
+        }
+        q += CHUNK;
+    }
+    while (q < end && dec_str_class[*q] == 0)
+        q++;
+    if (q == end)
+        return NULL;
+    quote = *q == '"';
+special:
+    if (!quote)
+        return direct_string_slow(b, p, (const char *)q, s, n);
+    *s = p + 1;
+    *n = (size_t)((const char *)q - p - 1);
+    return (const char *)q + 1;
+}
+
+/* Where the JSON number at p ends, before end, or NULL if none starts
+ * there; a number is followed by nothing that could continue it. */
+static const char *number_end(const char *p, const char *end)
+{
+#define DIGIT(q) ((q) < end && (unsigned)(*(q) - '0') < 10)
+    if (p < end && *p == '-')
+        p++;
+    if (!DIGIT(p))
+        return NULL;
+    if (*p++ != '0')
+        while (DIGIT(p))
+            p++;
+    if (p < end && *p == '.') {
+        if (!DIGIT(p + 1))
+            return NULL;
+        for (p += 2; DIGIT(p);)
+            p++;
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < end && (*p == '+' || *p == '-'))
+            p++;
+        if (!DIGIT(p))
+            return NULL;
+        while (DIGIT(p))
+            p++;
+    }
+    return p;
+#undef DIGIT
+}
+
+/* Whether the literal lit (of len bytes) is at p, before the end. */
+static inline int literal_at(const dec_build *b, const char *p, const char *lit, size_t len)
+{
+    return (size_t)(b->end - p) >= len && same4(p, lit) && (len == 4 || p[4] == lit[4]);
 }
 
 static inline int same_bytes(const char *a, const char *b, size_t n)
@@ -183,20 +417,40 @@ static uint32_t str_hash(const char *s, size_t n)
 static inline int key_here(const dec_key *k, const char *ks)
 {
 #if defined(__SSE2__) && defined(__GNUC__)
-    unsigned n = k->len + 2u;
-    for (unsigned i = 0; i < n; i += 16) {
-        __m128i a = _mm_loadu_si128((const __m128i *)(const void *)(ks + i));
-        __m128i c = _mm_loadu_si128((const __m128i *)(const void *)(k->bytes + i));
-        unsigned differ = ~(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(a, c)) & 0xffffu;
-        if (n - i < 16)
-            differ &= (1u << (n - i)) - 1;
-        if (differ)
+    unsigned n = k->len + 2u, i;
+    __m128i a = _mm_loadu_si128((const __m128i *)(const void *)ks);
+    __m128i c = _mm_loadu_si128((const __m128i *)(const void *)k->bytes);
+    unsigned same = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(a, c));
+    if ((same & k->mask) != k->mask)
+        return 0;
+    if (n <= 16)
+        return 1;
+    /* whole chunks, the last one ending with the ':' */
+    for (i = 16;; i += 16) {
+        unsigned at = i + 16 < n ? i : n - 16;
+        a = _mm_loadu_si128((const __m128i *)(const void *)(ks + at));
+        c = _mm_loadu_si128((const __m128i *)(const void *)(k->bytes + at));
+        if (_mm_movemask_epi8(_mm_cmpeq_epi8(a, c)) != 0xffff)
             return 0;
+        if (at == n - 16)
+            return 1;
     }
-    return 1;
 #else
-    return ks[k->len] == '"' && ks[k->len + 1] == ':' && same_bytes(k->bytes, ks, k->len);
+    return k->plain && ks[k->len] == '"' && ks[k->len + 1] == ':' &&
+           same_bytes(k->bytes, ks, k->len);
 #endif
+}
+
+/* Whether a key's bytes, as they are, spell it in valid JSON with nothing
+ * after them but its closing quote: no '"', '\\' or control character
+ * (an unescaped key can hold them; its bytes seen raw in a string would
+ * then not be this key, or not JSON). Only such keys are guessed. */
+static int plain_key(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (dec_str_class[(unsigned char)s[i]] > 0 && dec_str_class[(unsigned char)s[i]] < 4)
+            return 0;
+    return 1;
 }
 
 /* The slot of the key's ready Lua string, made on first sight; -1 when the
@@ -229,12 +483,13 @@ static int key_slot(dec_build *b, const char *s, size_t n, int guess)
                 lua_rawseti(b->L, b->keys, slot + 1);
                 k->hash = h;
                 k->len = (unsigned char)n;
-                k->plain = memchr(s, '"', n) == NULL;
+                k->plain = plain_key(s, n);
+                /* a key that is not plain never matches */
+                k->mask = (n + 2 >= 16 ? 0xffffu : (1u << (n + 2)) - 1) | (k->plain ? 0 : 0x10000u);
                 k->fparent = k->tparent = k->eparent = -2;
                 memcpy(k->bytes, s, n);
                 k->bytes[n] = '"';
                 k->bytes[n + 1] = ':';
-                k->ref = slot + 1;
                 kc->index[i] = (unsigned char)(slot + 1);
                 kc->nkeys++;
                 return slot;
@@ -270,24 +525,6 @@ static inline int tree_child(const dec_tree *t, int node, int *kparent, int *kch
         *kparent = node;
     }
     return *kchild;
-}
-
-/* Where the key that follows k in an object under the key parent (-1: at
- * the top) is remembered: its way for that parent, else a new one. */
-static inline unsigned char *follow_link(dec_key *k, int parent)
-{
-    unsigned char tag = (unsigned char)(parent + 2);
-    int w;
-    for (w = 0; w < FOLLOW_WAYS; w++)
-        if (k->fpar[w] == tag)
-            return &k->fnext[w];
-    for (w = 0; w < FOLLOW_WAYS && k->fpar[w]; w++)
-        ;
-    if (w == FOLLOW_WAYS)
-        w = k->fturn++ % FOLLOW_WAYS;
-    k->fpar[w] = tag;
-    k->fnext[w] = 0;
-    return &k->fnext[w];
 }
 
 static inline void push_key(dec_build *b, int ref)
@@ -336,16 +573,63 @@ static const char *skip_value(dec_build *b, const char *p)
     }
 }
 
+/* The direct builder's skip of a value it does not build: checked as it
+ * would be built, nothing made. NULL when it is not valid. */
+static const char *skip_direct(dec_build *b, const char *p)
+{
+    const char *s;
+    size_t n;
+    switch (*p) {
+    case '"':
+        return direct_string(b, p, &s, &n);
+    case '{':
+    case '[': {
+        char close = *p == '{' ? '}' : ']';
+        int more = 1;
+        if (b->depth >= b->d->max_depth)
+            return NULL;
+        b->depth++;
+        p = skip_ws_any(p + 1);
+        if (*p != close) {
+            while (more) {
+                if (close == '}') {
+                    if (*p != '"' || !(p = direct_string(b, p, &s, &n)) || !(p = direct_colon(p)))
+                        return NULL;
+                }
+                if (!(p = skip_direct(b, p)) || !(p = direct_after(p, close, &more)))
+                    return NULL;
+            }
+        }
+        b->depth--;
+        return p + 1;
+    }
+    case 't':
+        return literal_at(b, p, "true", 4) ? p + 4 : NULL;
+    case 'f':
+        return literal_at(b, p, "false", 5) ? p + 5 : NULL;
+    case 'n':
+        return literal_at(b, p, "null", 4) ? p + 4 : NULL;
+    default:
+        return number_end(p, b->end);
+    }
+}
+
+/* A member fields or exclude leaves out. */
+static inline const char *skip_member(dec_build *b, const char *p, const int direct)
+{
+    return direct ? skip_direct(b, p) : skip_value(b, p);
+}
+
 static const double pow10_exact[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
                                        1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
                                        1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
 
-/* Number literals (already validated). Integers that fit lua_Integer stay
- * integers on 5.3+. Other values: when the decimal mantissa is below 2^53
+/* Number literals (validated already, unless strict). Integers that fit
+ * lua_Integer stay integers on 5.3+. Other values: when the decimal mantissa is below 2^53
  * and the power of ten at most 22, both are exact doubles and one IEEE
  * multiplication or division rounds correctly; everything else goes to
  * strtod on a copy spelled for the current locale's decimal point. */
-static const char *read_number(dec_build *b, const char *p)
+static const char *read_number(dec_build *b, const char *p, int strict)
 {
     /* a number can end the element, and the input: never look past it */
     const char *start = p, *end = b->end;
@@ -358,6 +642,11 @@ static const char *read_number(dec_build *b, const char *p)
         neg = 1;
         p++;
     }
+    /* strict: bytes nothing has scanned, checked on the way (NULL if
+     * they are not a number, or have a leading zero) */
+    if (strict &&
+        ((unsigned)(AT(p) - '0') >= 10 || (*p == '0' && (unsigned)(AT(p + 1) - '0') < 10)))
+        return NULL;
     for (; (unsigned)(AT(p) - '0') < 10; p++) {
         if (nd < 19) {
             m = m * 10 + (unsigned)(*p - '0');
@@ -370,6 +659,8 @@ static const char *read_number(dec_build *b, const char *p)
     }
     if (AT(p) == '.') {
         is_int = 0;
+        if (strict && (unsigned)(AT(p + 1) - '0') >= 10)
+            return NULL;
         for (p++; (unsigned)(AT(p) - '0') < 10; p++) {
             if (nd < 19) {
                 m = m * 10 + (unsigned)(*p - '0');
@@ -388,6 +679,8 @@ static const char *read_number(dec_build *b, const char *p)
         p++;
         if (AT(p) == '+' || AT(p) == '-')
             eneg = *p++ == '-';
+        if (strict && (unsigned)(AT(p) - '0') >= 10)
+            return NULL;
         for (; (unsigned)(AT(p) - '0') < 10; p++) {
             if (x < 100000)
                 x = x * 10 + (*p - '0');
@@ -461,7 +754,7 @@ static inline unsigned val_index(const char *s, size_t n)
 }
 
 /* Pushes a string value; parent is the slot of its key, or -1. */
-static inline void push_string(dec_build *b, const char *s, size_t n, int parent)
+static BUILD_INLINE void push_string(dec_build *b, const char *s, size_t n, int parent)
 {
     dec_keys *kc = b->d->kc;
     dec_key *k = NULL;
@@ -507,19 +800,95 @@ plain:
     lua_pushlstring(b->L, s, n);
 }
 
-static const char *build_value(dec_build *b, const char *p, int fn, int tn, int en, int parent);
+/* The builder is written once and compiled twice, for scanned bytes
+ * (build_scanned) and for the one pass (build_direct): direct is a
+ * constant in each, so neither pays for the other's tests. */
+
+static const char *build_scanned(dec_build *b, const char *p, int fn, int tn, int en, int parent);
+static const char *build_direct(dec_build *b, const char *p, int fn, int tn, int en, int parent);
+
+static inline const char *build_child(dec_build *b, const char *p, int fn, int tn, int en,
+                                      int parent, const int direct)
+{
+    return direct ? build_direct(b, p, fn, tn, en, parent)
+                  : build_scanned(b, p, fn, tn, en, parent);
+}
+
+/* The string at p; tn: its node in the timestamp_fields tree, or -1. */
+static BUILD_INLINE const char *build_string(dec_build *b, const char *p, int tn, int parent,
+                                             const int direct)
+{
+    const char *s;
+    size_t n;
+    double t;
+    if (!direct)
+        p = read_string(b, p, &s, &n);
+    else if (!(p = direct_string(b, p, &s, &n)))
+        return NULL;
+    if (tn >= 0 && b->d->stamps.nodes[tn].leaf && dec_parse_timestamp(s, n, &t))
+        lua_pushnumber(b->L, (lua_Number)t);
+    else
+        push_string(b, s, n, parent);
+    return p;
+}
+
+/* A container is entered: room on the Lua stack is asked for once every
+ * STACK_LEVELS levels, for as many (a table, a key and a value each). */
+#define STACK_LEVELS 8
+static inline int enter_level(dec_build *b)
+{
+    if (b->depth % STACK_LEVELS == 0 && !lua_checkstack(b->L, 3 * STACK_LEVELS + 4))
+        return 0;
+    b->depth++;
+    return 1;
+}
+
+/* A table size remembered for the direct builder: what the last container
+ * under the same key held. */
+static inline void remember_size(unsigned short *hint, size_t n)
+{
+    if (hint)
+        *hint = (unsigned short)(n < USHRT_MAX ? n : USHRT_MAX);
+}
+
+/* Where the direct builder keeps the size of an object (obj) or array
+ * under the key slot parent (-1: at the top), or NULL. */
+static inline unsigned short *size_hint(dec_keys *kc, int parent, int obj)
+{
+    if (!kc)
+        return NULL;
+    if (parent < 0)
+        return obj ? &kc->root_osize : &kc->root_asize;
+    return obj ? &kc->slots[parent].osize : &kc->slots[parent].asize;
+}
 
 /* fn, tn, en: this object's node in the fields, timestamp_fields and
  * exclude trees, or -1; parent: the slot of the key this object is the
- * value of, or -1 */
-static const char *build_object(dec_build *b, const char *p, int fn, int tn, int en, int parent)
+ * value of, or -1. Returns what follows the object; NULL only from the
+ * direct builder, which has given up. */
+static BUILD_INLINE const char *build_object(dec_build *b, const char *p, int fn, int tn, int en,
+                                             int parent, const int direct)
 {
     lua_State *L = b->L;
     dec_stream *d = b->d;
-    const dec_rec *r = &d->recs[b->rec++ - d->rec_base];
-    size_t n = r->count;
-    /* members that are null are left out, unless null has a value */
-    size_t size = d->has_null ? n : n - r->nulls;
+    unsigned short *hint = NULL;
+    size_t n = 0, size, built = 0;
+    int run = 0, has_id = 0, more = 1;
+    if (direct) {
+        if (b->depth >= d->max_depth || !enter_level(b))
+            return NULL;
+        /* a task run, which must have a string "id" (the shape option) */
+        run = b->depth == d->id_depth;
+        hint = size_hint(d->kc, parent, 1);
+        size = hint ? *hint : 0;
+    } else {
+        const dec_rec *r = &d->recs[b->rec++ - d->rec_base];
+        n = r->count;
+        /* members that are null are left out, unless null has a value */
+        size = d->has_null ? n : n - r->nulls;
+        if (!enter_level(b))
+            luaL_error(L, "JSON nested too deeply for the Lua stack");
+    }
     if (fn >= 0 && (size_t)d->fields.nodes[fn].nchild < size)
         size = (size_t)d->fields.nodes[fn].nchild;
     /* excluded members are not taken off: whether they are here (or null,
@@ -527,54 +896,83 @@ static const char *build_object(dec_build *b, const char *p, int fn, int tn, int
      * costs a rehash, where one a member or two too big costs nothing more
      * than the same object decoded whole */
 
-    if (!lua_checkstack(L, 4))
-        luaL_error(L, "JSON nested too deeply for the Lua stack");
     lua_createtable(L, 0, size > INT_MAX ? INT_MAX : (int)size);
     p++;
-    unsigned char *link =
-        d->kc ? parent >= 0 ? &d->kc->slots[parent].first : &d->kc->root_first : NULL;
-    uint64_t serial = d->kc ? ++d->kc->serial : 0;
-    for (size_t i = 0; i < n; i++) {
+    if (direct) {
+        p = skip_ws_any(p);
+        more = *p != '}';
+    }
+    dec_keys *kc = d->kc;
+    /* member i's guess; an object of more than ORDER_KEYS members wraps
+     * around, where a guess is only more often wrong */
+    unsigned char *order = kc ? kc->order[parent + 1] : b->no_order;
+    uint32_t serial = kc ? ++kc->serial : 0;
+    /* a member needs more than the common steps: the shape's "id" check,
+     * or the fields, exclude or timestamp_fields tree */
+    const int careful = run || (fn & en & tn) >= 0;
+    for (size_t i = 0; direct ? more : i < n; i++) {
         const char *key;
         size_t klen;
-        int cf = -1, ct = -1, ce = -1, slot, guess = link ? *link : 0;
+        int cf = -1, ct = -1, ce = -1, slot, guess = order[i % ORDER_KEYS];
         dec_key *k;
-        p = skip_ws(p);
-        /* the guessed key, when it fits, is the key: without escapes in
+        if (direct) {
+            if (*p != '"')
+                return NULL;
+        } else {
+            p = skip_ws(p);
+        }
+        /* the guessed key, when it fits, is the key: it has nothing that
+         * would read otherwise in its raw bytes, and without escapes in
          * the element the first '"' ends the string */
-        if (guess > 0 && !b->escapes) {
-            const dec_key *k = &d->kc->slots[guess - 1];
+        if (guess > 0 && (direct || !b->escapes)) {
             const char *ks = p + 1;
-            if (k->plain && (size_t)(b->end - ks) >= KEY_CHUNKS * 16 && key_here(k, ks)) {
-                key = ks;
-                klen = k->len;
-                slot = guess - 1;
+            k = &kc->slots[guess - 1];
+            slot = guess - 1;
+            key = ks;
+            klen = k->len;
+            if ((size_t)(b->end - ks) >= KEY_CHUNKS * 16 && key_here(k, ks)) {
                 p = ks + klen + 2;
-                goto have_slot;
+                if (direct)
+                    p = skip_ws_any(p);
+                goto have_key;
             }
             if (k->plain && (size_t)(b->end - ks) > k->len && ks[k->len] == '"' &&
                 same_bytes(k->bytes, ks, k->len)) {
-                key = ks;
-                klen = k->len;
-                slot = guess - 1;
-                p = skip_ws(ks + klen + 1) + 1;
-                goto have_slot;
+                if (direct) {
+                    if (!(p = direct_colon(ks + klen + 1)))
+                        return NULL;
+                } else {
+                    p = skip_ws(ks + klen + 1) + 1;
+                }
+                goto have_key;
             }
         }
-        p = read_string(b, p, &key, &klen);
-        p = skip_ws(p) + 1;
+        if (direct) {
+            if (!(p = direct_string(b, p, &key, &klen)) || !(p = direct_colon(p)))
+                return NULL;
+        } else {
+            p = read_string(b, p, &key, &klen);
+            p = skip_ws(p) + 1;
+        }
         slot = key_slot(b, key, klen, guess);
-        if (link && *link != slot + 1)
-            *link = (unsigned char)(slot + 1);
-    have_slot:
-        k = slot >= 0 ? &d->kc->slots[slot] : NULL;
-        link = k ? follow_link(k, parent) : NULL;
-        p = skip_ws(p); /* past the ':' */
+        if (kc)
+            order[i % ORDER_KEYS] = (unsigned char)(slot + 1);
+        k = slot >= 0 ? &kc->slots[slot] : NULL;
+    have_key:
+        if (!direct)
+            p = skip_ws(p); /* past the ':' */
+        if (!careful)
+            goto options_done;
+        if (direct && run && klen == 2 && key[0] == 'i' && key[1] == 'd') {
+            if (*p != '"')
+                return NULL;
+            has_id = 1;
+        }
         if (fn >= 0) {
             cf = tree_child(&d->fields, fn, k ? &k->fparent : NULL, k ? &k->fchild : NULL, key,
                             klen);
             if (cf < 0) {
-                p = skip_value(b, p);
+                p = skip_member(b, p, direct);
                 goto member_done;
             }
             if (d->fields.nodes[cf].leaf)
@@ -586,20 +984,23 @@ static const char *build_object(dec_build *b, const char *p, int fn, int tn, int
             ce = tree_child(&d->exclude, en, k ? &k->eparent : NULL, k ? &k->echild : NULL, key,
                             klen);
             if (ce >= 0 && d->exclude.nodes[ce].leaf) {
-                p = skip_value(b, p);
+                p = skip_member(b, p, direct);
                 goto member_done;
             }
         }
         if (tn >= 0)
             ct = tree_child(&d->stamps, tn, k ? &k->tparent : NULL, k ? &k->tchild : NULL, key,
                             klen);
+    options_done:
         if (*p == 'n' && !d->has_null) {
             /* an absent null: only an earlier duplicate of the key needs
              * clearing (the last one wins) */
+            if (direct && !literal_at(b, p, "null", 4))
+                return NULL;
             p += 4;
-            if (slot >= 0 ? d->kc->slots[slot].seen >= serial : i > 0) {
-                if (slot >= 0)
-                    push_key(b, d->kc->slots[slot].ref);
+            if (k ? k->seen >= serial : i > 0) {
+                if (k)
+                    push_key(b, slot + 1);
                 else
                     lua_pushlstring(L, key, klen);
                 lua_pushnil(L);
@@ -607,88 +1008,147 @@ static const char *build_object(dec_build *b, const char *p, int fn, int tn, int
             }
             goto member_done;
         }
-        if (slot >= 0) {
-            d->kc->slots[slot].seen = serial;
-            push_key(b, d->kc->slots[slot].ref);
+        if (k) {
+            k->seen = serial;
+            push_key(b, slot + 1);
         } else {
             lua_pushlstring(L, key, klen);
         }
-        p = build_value(b, p, cf, ct, ce, slot);
+        /* a string, the commonest value, without a call */
+        p = *p == '"' ? build_string(b, p, ct, slot, direct)
+                      : build_child(b, p, cf, ct, ce, slot, direct);
+        if (!p)
+            return NULL;
         lua_rawset(L, -3);
+        built++;
     member_done:
-        p = skip_ws(p);
-        if (*p == ',')
-            p++;
+        if (direct) {
+            if (!p || !(p = direct_after(p, '}', &more)))
+                return NULL;
+        } else {
+            p = skip_ws(p);
+            if (*p == ',')
+                p++;
+        }
     }
-    return skip_ws(p) + 1;
+    b->depth--;
+    if (!direct)
+        return skip_ws(p) + 1;
+    if (run && !has_id)
+        return NULL;
+    remember_size(hint, built);
+    return p + 1;
 }
 
-static const char *build_array(dec_build *b, const char *p, int fn, int tn, int en, int parent)
+static BUILD_INLINE const char *build_array(dec_build *b, const char *p, int fn, int tn, int en,
+                                            int parent, const int direct)
 {
     lua_State *L = b->L;
     dec_stream *d = b->d;
-    const dec_rec *r = &d->recs[b->rec++ - d->rec_base];
-    size_t n = r->count;
-
-    if (!lua_checkstack(L, 4))
-        luaL_error(L, "JSON nested too deeply for the Lua stack");
+    unsigned short *hint = NULL;
+    size_t n, i;
+    int more = 1;
+    if (direct) {
+        if (b->depth >= d->max_depth || !enter_level(b))
+            return NULL;
+        hint = size_hint(d->kc, parent, 0);
+        n = hint ? *hint : 0;
+    } else {
+        n = d->recs[b->rec++ - d->rec_base].count;
+        if (!enter_level(b))
+            luaL_error(L, "JSON nested too deeply for the Lua stack");
+    }
     lua_createtable(L, n > INT_MAX ? INT_MAX : (int)n, 0);
     p++;
-    for (size_t i = 1; i <= n; i++) {
-        p = build_value(b, skip_ws(p), fn, tn, en, parent);
+    if (direct) {
+        p = skip_ws_any(p);
+        more = *p != ']';
+    }
+    for (i = 1; direct ? more : i <= n; i++) {
+        if (direct) {
+            /* the shape option's task runs are objects */
+            if (b->depth + 1 == d->id_depth && *p != '{')
+                return NULL;
+        } else {
+            p = skip_ws(p);
+        }
+        if (!(p = build_child(b, p, fn, tn, en, parent, direct)))
+            return NULL;
         lua_rawseti(L, -2, (lua_Integer)i);
-        p = skip_ws(p);
-        if (*p == ',')
-            p++;
+        if (direct) {
+            if (!(p = direct_after(p, ']', &more)))
+                return NULL;
+        } else {
+            p = skip_ws(p);
+            if (*p == ',')
+                p++;
+        }
     }
     if (d->has_array_mt) {
         lua_rawgeti(L, b->uv, UV_ARRAY_MT);
         lua_setmetatable(L, -2);
     }
-    return skip_ws(p) + 1;
+    b->depth--;
+    if (!direct)
+        return skip_ws(p) + 1;
+    remember_size(hint, i - 1);
+    return p + 1;
 }
 
-static const char *build_value(dec_build *b, const char *p, int fn, int tn, int en, int parent)
+static BUILD_INLINE const char *build_value(dec_build *b, const char *p, int fn, int tn, int en,
+                                            int parent, const int direct)
 {
     switch (*p) {
     case '{':
-        return build_object(b, p, fn, tn, en, parent);
+        return build_object(b, p, fn, tn, en, parent, direct);
     case '[':
-        return build_array(b, p, fn, tn, en, parent);
-    case '"': {
-        const char *s;
-        size_t n;
-        double t;
-        p = read_string(b, p, &s, &n);
-        if (tn >= 0 && b->d->stamps.nodes[tn].leaf && dec_parse_timestamp(s, n, &t))
-            lua_pushnumber(b->L, (lua_Number)t);
-        else
-            push_string(b, s, n, parent);
-        return p;
-    }
+        return build_array(b, p, fn, tn, en, parent, direct);
+    case '"':
+        return build_string(b, p, tn, parent, direct);
     case 't':
+        if (direct && !literal_at(b, p, "true", 4))
+            return NULL;
         lua_pushboolean(b->L, 1);
         return p + 4;
     case 'f':
+        if (direct && !literal_at(b, p, "false", 5))
+            return NULL;
         lua_pushboolean(b->L, 0);
         return p + 5;
     case 'n':
+        if (direct && !literal_at(b, p, "null", 4))
+            return NULL;
         push_null(b);
         return p + 4;
     default:
-        return read_number(b, p);
+        return read_number(b, p, direct);
     }
 }
 
-void dec_build_elem(lua_State *L, dec_stream *d, int uv)
+static const char *build_scanned(dec_build *b, const char *p, int fn, int tn, int en, int parent)
 {
-    const dec_elem *el = &d->elems[d->head];
-    dec_build b;
-    b.L = L;
-    b.d = d;
-    b.end = d->buf + (el->end - d->base);
-    b.rec = el->rec;
-    b.uv = uv;
+    return build_value(b, p, fn, tn, en, parent, 0);
+}
+
+static const char *build_direct(dec_build *b, const char *p, int fn, int tn, int en, int parent)
+{
+    return build_value(b, p, fn, tn, en, parent, 1);
+}
+
+/* Sets up b to build from start to end and pushes the keys table;
+ * returns the stack's top before. */
+static int build_begin(lua_State *L, dec_stream *d, int uv, dec_build *b, const char *start,
+                       const char *end)
+{
+    int top = lua_gettop(L);
+    b->L = L;
+    b->d = d;
+    b->end = end;
+    b->uv = uv;
+    b->escapes = 0;
+    b->depth = 0;
+    b->rec = 0;
+    memset(b->no_order, 0, sizeof b->no_order);
     lua_rawgeti(L, uv, UV_KEYS);
     if (lua_isnil(L, -1)) {
         lua_pop(L, 1);
@@ -696,33 +1156,71 @@ void dec_build_elem(lua_State *L, dec_stream *d, int uv)
         lua_pushvalue(L, -1);
         lua_rawseti(L, uv, UV_KEYS);
     }
-    b.keys = lua_gettop(L);
-    b.escapes = el->escapes;
-    b.kbase = 0;
+    b->keys = lua_gettop(L);
+    b->kbase = 0;
     if (!d->kc)
         d->kc = calloc(1, sizeof *d->kc);
     /* An element with many more members than there are cached keys (a
      * whole page, from decode()) takes its keys from stack slots: cheaper
      * than a table lookup per member. */
-    if (d->kc && (size_t)(el->end - el->start) / 64 > (size_t)d->kc->nkeys &&
+    if (d->kc && (size_t)(end - start) / 64 > (size_t)d->kc->nkeys &&
         lua_checkstack(L, KEY_LIMIT + 4)) {
-        b.kbase = b.keys;
+        b->kbase = b->keys;
         for (int i = 1; i <= d->kc->nkeys; i++)
-            lua_rawgeti(L, b.keys, i);
-        lua_settop(L, b.kbase + KEY_LIMIT);
+            lua_rawgeti(L, b->keys, i);
+        lua_settop(L, b->kbase + KEY_LIMIT);
     }
     if (d->kc_shared)
         d->kc->busy = 1;
     d->building = 1;
-    build_value(&b, d->buf + (el->start - d->base), d->use_fields ? 0 : -1, d->use_stamps ? 0 : -1,
-                d->use_exclude ? 0 : -1, -1);
+    return top;
+}
+
+/* The value built is on top: leaves it alone above top. */
+static void build_end(lua_State *L, dec_stream *d, int top)
+{
     d->building = 0;
     if (d->kc_shared)
         d->kc->busy = 0;
+    lua_replace(L, top + 1);
+    lua_settop(L, top + 1);
+}
+
+void dec_build_elem(lua_State *L, dec_stream *d, int uv)
+{
+    const dec_elem *el = &d->elems[d->head];
+    dec_build b;
+    int top =
+        build_begin(L, d, uv, &b, d->buf + (el->start - d->base), d->buf + (el->end - d->base));
+    b.rec = el->rec;
+    b.escapes = el->escapes;
+    build_scanned(&b, d->buf + (el->start - d->base), d->use_fields ? 0 : -1,
+                  d->use_stamps ? 0 : -1, d->use_exclude ? 0 : -1, -1);
     d->head++;
-    if (b.kbase) {
-        lua_replace(L, b.kbase + 1);
-        lua_settop(L, b.kbase + 1);
+    build_end(L, d, top);
+}
+
+int dec_build_direct(lua_State *L, dec_stream *d, int uv, const char *s, size_t n)
+{
+    dec_build b;
+    const char *p;
+    int top = build_begin(L, d, uv, &b, s, s + n);
+    p = skip_ws_any(s);
+    /* what the shape option wants at the top */
+    if ((d->shape == SHAPE_RUNS && *p != '[') || (d->shape == SHAPE_RUN && *p != '{'))
+        p = NULL;
+    if (p)
+        p = build_direct(&b, p, d->use_fields ? 0 : -1, d->use_stamps ? 0 : -1,
+                         d->use_exclude ? 0 : -1, -1);
+    if (p)
+        p = skip_ws_any(p);
+    if (p != b.end) {
+        d->building = 0;
+        if (d->kc_shared)
+            d->kc->busy = 0;
+        lua_settop(L, top);
+        return 0;
     }
-    lua_remove(L, b.keys);
+    build_end(L, d, top);
+    return 1;
 }

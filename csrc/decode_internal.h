@@ -87,35 +87,35 @@ typedef struct dec_tree {
 #define KEY_MAX 38    /* longer keys are not interned */
 #define KEY_CHUNKS 3  /* 16-byte chunks that hold a key and its '":' */
 
-/* Objects of one kind list their keys in the same order, so each key
- * remembers the key that followed it and the first key of the object under
- * it (slot + 1, 0 = unknown): a guess checked with one comparison, which
- * spares hashing and probing for almost every key of a task run. The key
- * that followed depends on the object: "id" is followed by "created" in a
- * task run and by "type" in its state, so it is kept for up to FOLLOW_WAYS
- * parent keys. What the guess reads comes first, in the struct's first 64
- * bytes. */
-#define FOLLOW_WAYS 4
+/* Objects of one kind list their keys in the same order, so the keys of
+ * the last object under each key are kept in order (dec_keys.order): the
+ * one at the same place is a guess checked with one comparison, which
+ * spares hashing and probing for almost every key of a task run. What the
+ * guess reads comes first, in the struct's first 64 bytes. */
+#define ORDER_KEYS 32 /* members of an object that get a guess */
 typedef struct dec_key {
-    unsigned char len, plain; /* plain: no '"' in bytes */
-    /* the key, then '"' and ':' (what follows it in compact JSON), then
+    /* the bits of the first chunk's compare the guess needs set: len + 2,
+     * at most 16, and bit 16 if the key is not plain */
+    unsigned mask;
+    unsigned char len, plain; /* plain: see plain_key in decode_build.c */
+    /* (its Lua string is at index slot + 1 of the keys table) the key,
+     * then '"' and ':' (what follows it in compact JSON), then
      * room for reading KEY_CHUNKS whole chunks */
     char bytes[KEY_CHUNKS * 16];
-    /* the key that followed this one (fnext) in an object under the key
-     * fparent - 2 (1: at the top; 0: an unused way) */
-    unsigned char fpar[FOLLOW_WAYS], fnext[FOLLOW_WAYS];
-    int ref;             /* index in the keys table: the slot + 1 */
-    unsigned char first; /* the first key of an object under this one */
-    unsigned char fturn; /* the way to reuse next when all are taken */
     /* how this key's string values fare in the value cache: of vtries
      * lookups vhits hit; vskip values to come bypass it (ids, times) */
     unsigned char vtries, vhits;
     unsigned short vskip;
-    uint64_t seen; /* serial of the object that last set this key */
+    /* serial of the object that last set this key; when the serial wraps
+     * around, a stale one can only cost clearing a key that is not set */
+    uint32_t seen;
     uint32_t hash;
     /* the fields, timestamp_fields and exclude tree nodes of this key
      * under the parent node last asked for (parent -2: not asked yet) */
     int fparent, fchild, tparent, tchild, eparent, echild;
+    /* the size of the last object and array under this key, for the
+     * one-pass builder, which has no records to size tables by */
+    unsigned short osize, asize;
 } dec_key;
 
 /* Lua 5.3 and 5.4 hash every byte of a short string to intern it, so
@@ -144,10 +144,13 @@ typedef struct dec_keys {
      * by side in memory; index[] is the hash of them (slot + 1, 0 = empty) */
     dec_key slots[KEY_LIMIT];
     unsigned char index[KEY_SLOTS];
-    unsigned char root_first;
+    /* the keys (slot + 1, 0: not known) of the last object under each key,
+     * in their order: order[slot + 1], and order[0] at the top */
+    unsigned char order[KEY_LIMIT + 1][ORDER_KEYS];
+    unsigned short root_osize, root_asize;   /* as dec_key's, at the top */
     dec_val vals[VAL_CACHE ? VAL_SLOTS : 1]; /* direct-mapped by val_index */
     int nkeys;
-    uint64_t serial; /* of the objects built, for dec_key.seen */
+    uint32_t serial; /* of the objects built, for dec_key.seen */
     int busy;        /* a decode() is building with it (a __gc could call decode()) */
     /* decode()'s records array, kept between calls: freeing a block this
      * big makes malloc consolidate its free lists every time */
@@ -241,6 +244,15 @@ static inline size_t quote_at(const char *p)
 }
 #endif
 
+/* Whether the four bytes at p are those of lit. */
+static inline int same4(const void *p, const char *lit)
+{
+    uint32_t x, y;
+    memcpy(&x, p, 4);
+    memcpy(&y, lit, 4);
+    return x == y;
+}
+
 /* The first '"' at or after p; one is known to exist before end. */
 static inline const char *find_quote(const char *p, const char *end)
 {
@@ -257,6 +269,50 @@ static inline const char *find_quote(const char *p, const char *end)
 
 /* Only luaopen_prefect_core leaves core.so: what the files share stays inside. */
 #pragma GCC visibility push(hidden)
+
+/* Bytes in strings: 0 plain, 1 '"', 2 '\\', 3 a control character, 4 not
+ * ASCII (the scanner's, and the one-pass builder's, classes). */
+extern const unsigned char dec_str_class[256];
+/* JSON's whitespace: space, tab, line feed, carriage return. */
+extern const unsigned char dec_ws_class[256];
+
+/* special_at(p, &quote) is the offset of the first '"', '\\', control or
+ * non-ASCII byte among the CHUNK bytes at p (and whether it is '"'), or
+ * CHUNK if there is none. */
+#if defined(__SSE2__) && defined(__GNUC__)
+static inline size_t special_at(const unsigned char *p, int *quote)
+{
+    __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+    __m128i q = _mm_cmpeq_epi8(v, _mm_set1_epi8('"'));
+    /* a signed compare: below 0x20, or 0x80 and above */
+    __m128i hit = _mm_or_si128(_mm_cmplt_epi8(v, _mm_set1_epi8(0x20)),
+                               _mm_or_si128(q, _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))));
+    unsigned m = (unsigned)_mm_movemask_epi8(hit), k;
+    if (!m)
+        return CHUNK;
+    k = (unsigned)__builtin_ctz(m);
+    *quote = (int)((unsigned)_mm_movemask_epi8(q) >> k & 1);
+    return k;
+}
+#else
+/* Exact when it finds nothing; otherwise it can over-report only in bytes
+ * above (more significant than) a true hit. */
+static inline size_t special_at(const unsigned char *p, int *quote)
+{
+    uint64_t w, q, bs, t;
+    size_t i = 0;
+    memcpy(&w, p, 8);
+    q = w ^ (ONES * '"');
+    bs = w ^ (ONES * '\\');
+    t = (((q - ONES) & ~q) | ((bs - ONES) & ~bs) | (w - ONES * 0x20) | w) & HIGHS;
+    if (!t)
+        return CHUNK;
+    while (dec_str_class[p[i]] == 0)
+        i++;
+    *quote = p[i] == '"';
+    return i;
+}
+#endif
 
 /* decode_scan.c */
 
@@ -296,6 +352,14 @@ int dec_key_is_id(const unsigned char *s, size_t n);
 /* Builds the element at the head of the queue and pushes it; uv is the
  * stack index of the decoder's user value. */
 void dec_build_elem(lua_State *L, dec_stream *d, int uv);
+
+/* Builds the whole document s[0..n) (with s[n] == '\0', as a Lua string
+ * has) in one pass, nothing scanned, and
+ * pushes it: 1. Or 0, the stack as it was, at anything the scanner might
+ * not accept (invalid JSON, the wrong shape, too deep): the scanner then
+ * gives the answer. A Lua error (out of memory) can escape, as from
+ * dec_build_elem. */
+int dec_build_direct(lua_State *L, dec_stream *d, int uv, const char *s, size_t n);
 
 /* The child of parent named s[0..n), or -1. */
 int dec_tree_find(const dec_tree *t, int parent, const char *s, size_t n);

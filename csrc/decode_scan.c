@@ -44,8 +44,7 @@ void dec_fail(dec_stream *d, size_t off, const char *what)
 
 /* -------------------------------------------------------------- scanner */
 
-/* 0: plain string byte; 1: '"'; 2: '\\'; 3: control; 4: not ASCII */
-static const unsigned char str_class[256] = {
+const unsigned char dec_str_class[256] = {
     3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3,
     0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0,
@@ -56,44 +55,7 @@ static const unsigned char str_class[256] = {
     4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4,
 };
 
-/* special_at(p, &quote) is the offset of the first '"', '\\', control or
- * non-ASCII byte among the CHUNK bytes at p (and whether it is '"'), or
- * CHUNK if there is none. */
-#if defined(__SSE2__) && defined(__GNUC__)
-
-static inline size_t special_at(const unsigned char *p, int *quote)
-{
-    __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
-    __m128i q = _mm_cmpeq_epi8(v, _mm_set1_epi8('"'));
-    /* a signed compare: below 0x20, or 0x80 and above */
-    __m128i hit = _mm_or_si128(_mm_cmplt_epi8(v, _mm_set1_epi8(0x20)),
-                               _mm_or_si128(q, _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))));
-    unsigned m = (unsigned)_mm_movemask_epi8(hit), k;
-    if (!m)
-        return CHUNK;
-    k = (unsigned)__builtin_ctz(m);
-    *quote = (int)((unsigned)_mm_movemask_epi8(q) >> k & 1);
-    return k;
-}
-#else
-/* Exact when it finds nothing; otherwise it can over-report only in bytes
- * above (more significant than) a true hit. */
-static inline size_t special_at(const unsigned char *p, int *quote)
-{
-    uint64_t w, q, bs, t;
-    size_t i = 0;
-    memcpy(&w, p, 8);
-    q = w ^ (ONES * '"');
-    bs = w ^ (ONES * '\\');
-    t = (((q - ONES) & ~q) | ((bs - ONES) & ~bs) | (w - ONES * 0x20) | w) & HIGHS;
-    if (!t)
-        return CHUNK;
-    while (str_class[p[i]] == 0)
-        i++;
-    *quote = p[i] == '"';
-    return i;
-}
-#endif
+const unsigned char dec_ws_class[256] = {[' '] = 1, ['\t'] = 1, ['\n'] = 1, ['\r'] = 1};
 
 /* Records before the first one still needed are dropped when the array
  * has to grow; likewise elements and input bytes. */
@@ -189,16 +151,6 @@ static int open_container(dec_stream *d, size_t pos, int obj)
 
 static const char *const literals[3] = {"true", "false", "null"};
 
-static int same4(const unsigned char *p, const char *lit)
-{
-    uint32_t a, b;
-    memcpy(&a, p, 4);
-    memcpy(&b, lit, 4);
-    return a == b;
-}
-
-static const unsigned char ws_class[256] = {[' '] = 1, ['\t'] = 1, ['\n'] = 1, ['\r'] = 1};
-
 /* Written as one function whose labels are the grammar's positions: the
  * common path jumps from label to label, and the position is saved in d->st
  * (and d->nst for numbers) only when the input runs out. */
@@ -243,7 +195,7 @@ int dec_scan(dec_stream *d)
 #define SKIP_WS                                                                                    \
     do {                                                                                           \
         if (p < e && *p <= ' ')                                                                    \
-            while (p < e && ws_class[*p])                                                          \
+            while (p < e && dec_ws_class[*p])                                                      \
                 p++;                                                                               \
     } while (0)
 
@@ -500,7 +452,7 @@ done: /* a value ended just before p */
             }                                                                                      \
             p += CHUNK;                                                                            \
         }                                                                                          \
-        while (p < e && str_class[*p] == 0)                                                        \
+        while (p < e && dec_str_class[*p] == 0)                                                    \
             p++;                                                                                   \
         if (p == e) {                                                                              \
             d->in_key = is_key##_flag;                                                             \
@@ -527,7 +479,7 @@ kstr:
 
 str_slow:
     c = *p;
-    switch (str_class[c]) {
+    switch (dec_str_class[c]) {
     case 2:
         d->esc_start = POS(p);
         d->elem_escapes = 1;

@@ -3,8 +3,9 @@
  * Input: one flag byte, then the document. The flags pick decoder options and
  * how the document is cut into feed() slices (the flags being full, a hash of
  * the input picks max_size, the shape option and exclude). For every input the document is
- * decoded in one shot and streamed through feed/next at pseudo-random split
- * points; the two must agree: both succeed with equal values (element by
+ * decoded in one shot (decode()'s one pass, which hands what it does not accept
+ * to the scanner) and streamed through feed/next at pseudo-random split points
+ * (the scanner, then the builder); the two must agree: both succeed with equal values (element by
  * element for a top-level array, with integer/float subtypes and the sign of
  * zero compared), or both fail at the same byte offset with the same kind and
  * message (but for max_size, which decode() checks before reading). Any disagreement

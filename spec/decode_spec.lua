@@ -822,6 +822,15 @@ describe("prefect.core.decode", function()
       assert.same({ a = "b" }, core.decode('{"a\\":\\"b":1}') and core.decode('{"a":"b"}'))
     end)
 
+    it("is not fooled by a key seen before that held an escaped backslash or control character", function()
+      -- The cached key a<LF>b (from "a\\nb") must not accept a raw line feed, which JSON forbids.
+      local v, err = core.decode('[{"a\\nb":1},{"a\nb":2}]')
+      assert.is_nil(v)
+      assert.matches("control character in string at byte 16", err.message, 1, true)
+      assert.same({ { ["a\\b"] = 1 }, { ["a\\b"] = 2 } }, core.decode('[{"a\\\\b":1},{"a\\\\b":2}]'))
+      assert.same({ { ["a\nb"] = 1 }, { ["a\nb"] = 2 } }, core.decode('[{"a\\nb":1},{"a\\nb":2}]'))
+    end)
+
     it("copes with many distinct keys, long keys and keys in varying order", function()
       for round = 1, 3 do
         local parts, want = {}, {}
@@ -865,6 +874,139 @@ describe("prefect.core.decode", function()
       collectgarbage()
       live = false
       assert.equals(400, inner_ok)
+    end)
+  end)
+
+  describe("in one pass", function()
+    -- decode() first reads the bytes in one pass and, at anything it does not accept, gives the
+    -- document to the scanner that the streaming decoder uses: either way the answer must be the
+    -- streaming decoder's, value or error.
+    local function agree(s, opts, label)
+      local v, e = core.decode(s, opts)
+      local got, msg, off, _, kind = stream({ s }, opts)
+      if e then
+        assert.equals(msg, e.message, label)
+        assert.equals(off, e.offset, label)
+        assert.equals(kind, e.kind, label)
+        return false
+      end
+      assert.is_nil(msg, label)
+      if s:match("^%s*%[") then
+        assert.is_true(same(v, got, true), label)
+      else
+        assert.is_true(same({ v }, got, true), label)
+      end
+      return true
+    end
+
+    local alphabet = { "{", "}", "[", "]", '"', ":", ",", "\\", " ", "\n", "0", "1", "-", ".", "e",
+      "n", "t", "f", "u", "\0", "\31", "\127", "\195", "\128", "\237\160\128", "\\u", "\\ud800" }
+    -- A page of three runs with one to three random edits: a byte replaced, inserted or deleted,
+    -- whitespace inserted (valid JSON, which the one pass reads itself), or the end cut off.
+    local function mutants(count, seed)
+      local base = generated_page(3, seed)
+      local state = seed
+      local function rand(n) -- a small LCG: the same cases under both interpreters
+        state = (state * 1103515245 + 12345) % 2147483648
+        return state % n + 1
+      end
+      local out = {}
+      for i = 1, count do
+        local s = base
+        for _ = 1, rand(3) do
+          local at, how = rand(#s), rand(5)
+          if how == 1 then
+            s = s:sub(1, at - 1) .. alphabet[rand(#alphabet)] .. s:sub(at + 1)
+          elseif how == 2 then
+            s = s:sub(1, at - 1) .. alphabet[rand(#alphabet)] .. s:sub(at)
+          elseif how == 3 then
+            s = s:sub(1, at - 1) .. s:sub(at + 1)
+          elseif how == 4 then
+            s = s:sub(1, at - 1) .. ({ " ", "\n", "\t", "\r\n  " })[rand(4)] .. s:sub(at)
+          elseif i % 4 == 0 then
+            s = s:sub(1, at)
+          end
+        end
+        out[#out + 1] = s
+      end
+      return out
+    end
+
+    local option_sets = {
+      { label = "no options" },
+      { label = "shape runs", opts = { shape = "runs" } },
+      { label = "fields", opts = { fields = { "id", "state.type", "tags" } } },
+      { label = "exclude", opts = { exclude = { "state.state_details", "task_inputs" } } },
+      { label = "null and epoch", opts = { null = false, timestamps = "epoch", timestamp_fields = STAMPS } },
+    }
+
+    it("agrees with the streaming decoder on every document, broken or not", function()
+      local valid, broken = 0, 0
+      for _, set in ipairs(option_sets) do
+        for i, s in ipairs(mutants(math.floor(400 / stride), #set.label)) do
+          if agree(s, set.opts, set.label .. " #" .. i) then
+            valid = valid + 1
+          else
+            broken = broken + 1
+          end
+        end
+      end
+      -- both ways are exercised
+      assert.is_true(valid > 200 / stride and broken > 200 / stride,
+        valid .. " valid, " .. broken .. " broken")
+    end)
+
+    it("reads pretty-printed and deeply nested documents as the scanner does", function()
+      local page = generated_page(5, 7)
+      -- a line break and an indent after every , : [ { and before every ] } outside strings
+      local out, in_string, escaped = {}, false, false
+      for c in page:gmatch(".") do
+        if in_string then
+          in_string = escaped or c ~= '"'
+          escaped = not escaped and c == "\\"
+          out[#out + 1] = c
+        elseif c == '"' then
+          in_string = true
+          out[#out + 1] = c
+        elseif c:match("[,:%[{]") then
+          out[#out + 1] = c .. "\n  "
+        elseif c:match("[%]}]") then
+          out[#out + 1] = "\n" .. c
+        else
+          out[#out + 1] = c
+        end
+      end
+      local pretty = table.concat(out)
+      assert.is_true(agree(pretty, nil, "pretty"))
+      assert.is_true(same(core.decode(page), core.decode(pretty), true))
+      for _, depth in ipairs({ 7, 8, 9, 16, 17, 999, 1000 }) do
+        local half = math.floor(depth / 2)
+        local deep = string.rep('{"a":[', half) .. "1" .. string.rep("]}", half)
+        agree(deep, nil, "depth " .. depth)
+        agree(deep, { max_depth = depth - 1 }, "max_depth below " .. depth)
+      end
+    end)
+
+    it("sizes tables from the last object of the same key, and stays right when they change", function()
+      local runs, want = {}, {}
+      for i = 1, 60 do
+        local members, m, t = {}, {}, {}
+        for j = 1, (i * 7) % 40 do
+          members[#members + 1] = string.format('"k%d":%s', j, j % 3 == 0 and "null" or tostring(j))
+          m["k" .. j] = j % 3 ~= 0 and j or nil
+        end
+        for j = 1, i % 5 + 1 do
+          t[j] = j
+        end
+        runs[i] = string.format('{"id":"r%d","m":{%s},"t":[%s]}', i, table.concat(members, ","),
+          table.concat(t, ","))
+        want[i] = { id = "r" .. i, m = m, t = t }
+      end
+      local page = "[" .. table.concat(runs, ",") .. "]"
+      for _ = 1, 3 do
+        assert.is_true(agree(page, nil, "varying sizes"))
+        assert.is_true(same(want, core.decode(page), true))
+      end
     end)
   end)
 
